@@ -1,0 +1,352 @@
+/*
+ * engine.c -- the worker's one libev loop.
+ *
+ * Phases of an iteration (see docs/design.md): I/O and timers run their
+ * callbacks (sources read, runners reply); then, before the loop blocks,
+ * the ev_prepare watcher flushes: batches go to runners, sink buffers are
+ * written, paused sources resume if there is room, and the lifecycle
+ * advances. Nothing in the data path waits on a timer.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <ev.h>
+
+#include "flow.h"
+#include "log.h"
+#include "source.h"
+
+/* The life of the worker. Advanced only by advance(). */
+typedef enum {
+	ENG_STARTING,  /* runners starting; sources not reading yet */
+	ENG_RUNNING,   /* READY printed; sources reading */
+	ENG_DRAINING,  /* every source ended (or SIGTERM): finishing the queues */
+	ENG_STOPPING,  /* drained: runners told goodbye, waiting for their exit */
+	ENG_DONE,      /* the loop is breaking */
+} engine_state;
+
+typedef struct {
+	const wl_topology *t;
+	struct ev_loop *loop;
+	engine_state state;
+	wl_flow *flow;
+	wl_source **sources;
+	ev_prepare prep;
+	ev_timer cron;
+	ev_signal sigterm, sigint;
+	int exit_code;
+	bool fatal;
+	char sockdir[256];
+	double started;     /* monotonic seconds at READY */
+	double finished;
+} engine;
+
+static double
+mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void
+start_ready_sources(engine *g)
+{
+	for (size_t i = 0; i < g->t->nsources; i++) {
+		const wl_io *d = &g->t->sources[i];
+		if (wl_source_started(g->sources[i]))
+			continue;
+		if (d->after >= 0 && !wl_source_ended(g->sources[d->after]))
+			continue;
+		if (wl_source_start(g->sources[i]) != WL_OK) {
+			g->fatal = true;
+			g->exit_code = WL_EXIT_FAILURE;
+			wl_log("ENGINE-FATAL", "source '%s' cannot start", d->name);
+			return;
+		}
+	}
+}
+
+static bool
+all_sources_ended(const engine *g)
+{
+	for (size_t i = 0; i < g->t->nsources; i++)
+		if (!wl_source_ended(g->sources[i]))
+			return false;
+	return true;
+}
+
+static void
+stop_sources(engine *g)
+{
+	for (size_t i = 0; i < g->t->nsources; i++)
+		wl_source_stop(g->sources[i]);
+}
+
+static void
+advance(engine *g)
+{
+	if (g->fatal && g->state < ENG_STOPPING) {
+		stop_sources(g);
+		wl_flow_stop_runners(g->flow, 2.0);
+		g->state = ENG_STOPPING;
+	}
+	switch (g->state) {
+	case ENG_STARTING:
+		break;
+	case ENG_RUNNING:
+		if (all_sources_ended(g)) {
+			wl_log("ENGINE-DRAIN", "every source has ended; draining");
+			g->state = ENG_DRAINING;
+		}
+		break;
+	case ENG_DRAINING:
+		if (wl_flow_drained(g->flow)) {
+			g->finished = mono();
+			wl_log("ENGINE-DRAINED", "everything accepted has been "
+			    "processed; stopping runners");
+			wl_flow_stop_runners(g->flow, 5.0);
+			g->state = ENG_STOPPING;
+		}
+		break;
+	case ENG_STOPPING:
+		if (wl_flow_runners_stopped(g->flow)) {
+			g->state = ENG_DONE;
+			ev_break(g->loop, EVBREAK_ALL);
+		}
+		break;
+	case ENG_DONE:
+		break;
+	}
+}
+
+static void
+prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	engine *g = w->data;
+
+	(void)loop;
+	(void)revents;
+	wl_flow_flush(g->flow);
+	if (g->state == ENG_RUNNING || g->state == ENG_DRAINING) {
+		if (!wl_flow_pressure(g->flow))
+			for (size_t i = 0; i < g->t->nsources; i++)
+				wl_source_resume(g->sources[i]);
+	}
+	advance(g);
+}
+
+static void
+cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	engine *g = w->data;
+
+	(void)revents;
+	wl_flow_tick(g->flow, ev_now(loop));
+}
+
+static void
+signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	engine *g = w->data;
+
+	(void)loop;
+	(void)revents;
+	if (g->state >= ENG_STOPPING)
+		return;
+	wl_log("ENGINE-SIGNAL", "signal %d: stopping sources and draining",
+	    w->signum);
+	stop_sources(g);
+	if (g->state == ENG_STARTING) {
+		/* Nothing was accepted yet: just stop. */
+		g->finished = mono();
+		wl_flow_stop_runners(g->flow, 2.0);
+		g->state = ENG_STOPPING;
+	} else {
+		g->state = ENG_DRAINING;
+	}
+}
+
+static void
+src_event(void *arg, int source, wl_event *e)
+{
+	engine *g = arg;
+
+	wl_flow_source_event(g->flow, source, e);
+}
+
+static bool
+src_pressure(void *arg)
+{
+	engine *g = arg;
+
+	return wl_flow_pressure(g->flow);
+}
+
+static void
+src_ended(void *arg, int source)
+{
+	engine *g = arg;
+
+	(void)source;
+	/* Sources waiting for this one (`after:`) may start now. */
+	if (g->state == ENG_RUNNING)
+		start_ready_sources(g);
+}
+
+static void
+flow_ready(void *arg)
+{
+	engine *g = arg;
+
+	if (g->state != ENG_STARTING)
+		return;
+	g->state = ENG_RUNNING;
+	g->started = mono();
+	start_ready_sources(g);
+	if (g->fatal)
+		return;
+	wl_log("READY", "application '%s' accepts work (%zu source(s), "
+	    "%zu step(s), %zu sink(s))", g->t->application, g->t->nsources,
+	    g->t->nsteps, g->t->nsinks);
+}
+
+static void
+flow_fatal(void *arg, const char *why)
+{
+	engine *g = arg;
+
+	wl_log("ENGINE-FATAL", "%s; stopping", why);
+	g->fatal = true;
+	g->exit_code = WL_EXIT_FAILURE;
+}
+
+static void
+summary(engine *g)
+{
+	double el = (g->finished > 0 ? g->finished : mono()) - g->started;
+	uint64_t in = 0;
+
+	if (g->started == 0)
+		el = 0;
+	for (size_t i = 0; i < g->t->nsources; i++)
+		in += wl_source_events(g->sources[i]);
+	printf("SUMMARY application=%s elapsed_s=%.3f events_in=%llu "
+	    "events_per_s=%.0f outputs=%llu errors=%llu restarts=%u\n",
+	    g->t->application, el, (unsigned long long)in,
+	    el > 0 ? (double)in / el : 0.0,
+	    (unsigned long long)wl_flow_outputs(g->flow),
+	    (unsigned long long)wl_flow_errors(g->flow),
+	    wl_flow_restarts(g->flow));
+	for (size_t i = 0; i < g->t->nsources; i++)
+		printf("SUMMARY source=%s events=%llu bytes=%llu errors=%llu "
+		    "pauses=%llu\n",
+		    wl_source_name(g->sources[i]),
+		    (unsigned long long)wl_source_events(g->sources[i]),
+		    (unsigned long long)wl_source_bytes(g->sources[i]),
+		    (unsigned long long)wl_source_errors(g->sources[i]),
+		    (unsigned long long)wl_source_pauses(g->sources[i]));
+	wl_flow_summary(g->flow, stdout);
+	fflush(stdout);
+}
+
+static void
+remove_sockdir(const char *dir)
+{
+	/* The ipc sockets are removed by nng on close; only the directory
+	 * remains. */
+	if (dir[0] != '\0' && rmdir(dir) != 0 && errno != ENOENT)
+		wl_log("ENGINE-WARN", "cannot remove %s: %s", dir,
+		    strerror(errno));
+}
+
+int
+wl_engine_run(const wl_topology *t, const wl_engine_opts *o)
+{
+	static const wl_source_hooks shooks = { src_event, src_pressure,
+	    src_ended };
+	static const wl_flow_hooks fhooks = { flow_ready, flow_fatal };
+	engine g;
+	const char *tmp = getenv("TMPDIR");
+	uint64_t incarnation;
+	struct timespec ts;
+	int rc;
+
+	memset(&g, 0, sizeof(g));
+	g.t = t;
+	g.exit_code = WL_EXIT_OK;
+	g.loop = ev_default_loop(EVFLAG_AUTO);
+	if (g.loop == NULL) {
+		wl_log("ENGINE-FATAL", "cannot create the event loop");
+		return WL_EXIT_FAILURE;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if (o->state_dir != NULL && mkdir(o->state_dir, 0700) != 0 &&
+	    errno != EEXIST) {
+		wl_log("ENGINE-FATAL", "cannot create state dir %s: %s",
+		    o->state_dir, strerror(errno));
+		return WL_EXIT_FAILURE;
+	}
+	/* A private directory for the runners' sockets: mode 0700 keeps other
+	 * users from even seeing them. */
+	snprintf(g.sockdir, sizeof(g.sockdir), "%s/wl-XXXXXX",
+	    tmp && tmp[0] && strlen(tmp) < 80 ? tmp : "/tmp");
+	if (mkdtemp(g.sockdir) == NULL) {
+		wl_log("ENGINE-FATAL", "cannot create a socket directory %s: %s",
+		    g.sockdir, strerror(errno));
+		return WL_EXIT_FAILURE;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	incarnation = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	if (wl_flow_new(&g.flow, g.loop, t, g.sockdir, o->name, incarnation,
+	    &fhooks, &g) != WL_OK) {
+		wl_log("ENGINE-FATAL", "cannot build the dataflow");
+		remove_sockdir(g.sockdir);
+		return WL_EXIT_FAILURE;
+	}
+	g.sources = calloc(t->nsources ? t->nsources : 1, sizeof(*g.sources));
+	for (size_t i = 0; g.sources && i < t->nsources; i++) {
+		if (wl_source_new(&g.sources[i], g.loop, &t->sources[i], (int)i,
+		    &shooks, &g) != WL_OK) {
+			wl_log("ENGINE-FATAL", "out of memory");
+			return WL_EXIT_FAILURE;
+		}
+	}
+	ev_prepare_init(&g.prep, prepare_cb);
+	ev_timer_init(&g.cron, cron_cb, 0.05, 0.05);
+	ev_signal_init(&g.sigterm, signal_cb, SIGTERM);
+	ev_signal_init(&g.sigint, signal_cb, SIGINT);
+	g.prep.data = g.cron.data = g.sigterm.data = g.sigint.data = &g;
+	ev_prepare_start(g.loop, &g.prep);
+	ev_timer_start(g.loop, &g.cron);
+	ev_signal_start(g.loop, &g.sigterm);
+	ev_signal_start(g.loop, &g.sigint);
+	wl_log("ENGINE-START", "application '%s' from %s: %zu program(s), "
+	    "%u partitions", t->application, t->file, t->nprograms,
+	    t->partitions);
+	wl_flow_start(g.flow);
+	ev_run(g.loop, 0);
+
+	if (!g.fatal)
+		summary(&g);
+	rc = g.exit_code;
+	for (size_t i = 0; g.sources && i < t->nsources; i++)
+		wl_source_free(g.sources[i]);
+	free(g.sources);
+	wl_flow_free(g.flow);
+	remove_sockdir(g.sockdir);
+	ev_prepare_stop(g.loop, &g.prep);
+	ev_timer_stop(g.loop, &g.cron);
+	ev_signal_stop(g.loop, &g.sigterm);
+	ev_signal_stop(g.loop, &g.sigint);
+	wl_log("ENGINE-EXIT", "exit code %d", rc);
+	return rc;
+}

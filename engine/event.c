@@ -1,0 +1,111 @@
+/*
+ * event.c -- event allocation and FIFO queues.
+ */
+#include "event.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+wl_event *
+wl_event_new(const void *key, uint32_t klen, const void *payload,
+    uint32_t plen)
+{
+	wl_event *e = malloc(sizeof(*e) + (size_t)klen + plen);
+
+	if (e == NULL)
+		return NULL;
+	memset(e, 0, sizeof(*e));
+	e->klen = klen;
+	e->plen = plen;
+	e->key = klen ? e->data : NULL;
+	e->payload = e->data + klen;
+	if (klen)
+		memcpy(e->data, key, klen);
+	if (plen)
+		memcpy(e->data + klen, payload, plen);
+	return e;
+}
+
+static void
+copy_origin(wl_event *to, const wl_event *from)
+{
+	to->message_id = from->message_id;
+	to->event_time = from->event_time;
+	to->ingest_ns = from->ingest_ns;
+	to->stream_id = from->stream_id;
+}
+
+wl_event *
+wl_event_rekey(const wl_event *e, const void *key, uint32_t klen)
+{
+	wl_event *n = wl_event_new(key, klen, e->payload, e->plen);
+
+	if (n != NULL)
+		copy_origin(n, e);
+	return n;
+}
+
+wl_event *
+wl_event_dup(const wl_event *e)
+{
+	return wl_event_rekey(e, e->key, e->klen);
+}
+
+void
+wl_event_free(wl_event *e)
+{
+	free(e);
+}
+
+void
+wl_queue_push(wl_queue *q, wl_event *e)
+{
+	e->next = NULL;
+	if (q->tail)
+		q->tail->next = e;
+	else
+		q->head = e;
+	q->tail = e;
+	q->count++;
+	q->bytes += wl_event_size(e);
+}
+
+wl_event *
+wl_queue_pop(wl_queue *q)
+{
+	wl_event *e = q->head;
+
+	if (e == NULL)
+		return NULL;
+	q->head = e->next;
+	if (q->head == NULL)
+		q->tail = NULL;
+	q->count--;
+	q->bytes -= wl_event_size(e);
+	e->next = NULL;
+	return e;
+}
+
+void
+wl_queue_append(wl_queue *to, wl_queue *from)
+{
+	if (from->head == NULL)
+		return;
+	if (to->tail)
+		to->tail->next = from->head;
+	else
+		to->head = from->head;
+	to->tail = from->tail;
+	to->count += from->count;
+	to->bytes += from->bytes;
+	memset(from, 0, sizeof(*from));
+}
+
+void
+wl_queue_clear(wl_queue *q)
+{
+	wl_event *e;
+
+	while ((e = wl_queue_pop(q)) != NULL)
+		wl_event_free(e);
+}

@@ -1,0 +1,71 @@
+/*
+ * event.h -- an event inside the engine, and FIFO queues of them.
+ *
+ * The event is a plain record on the hot path, read by every module, so its
+ * struct is public. Key and payload live in the same allocation as the
+ * header: one malloc per event.
+ */
+#ifndef WL_EVENT_H
+#define WL_EVENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct wl_event wl_event;
+struct wl_event {
+	wl_event *next;       /* queue link; owned by whichever queue holds it */
+	uint64_t message_id;  /* per-stream, increasing (origin) */
+	int64_t event_time;   /* microseconds since the epoch, 0 = unknown */
+	uint64_t ingest_ns;   /* monotonic time the engine read the origin event */
+	uint32_t stream_id;   /* origin stream */
+	uint32_t klen;
+	uint32_t plen;
+	uint8_t *key;         /* points into data[], NULL when klen == 0 */
+	uint8_t *payload;     /* points into data[] */
+	uint8_t data[];
+};
+
+/* Allocates an event holding copies of key and payload. Returns NULL when
+ * out of memory. The caller owns the result (wl_event_free). */
+wl_event *wl_event_new(const void *key, uint32_t klen, const void *payload,
+    uint32_t plen);
+
+/* A copy of `e` with a different key (the origin fields are kept). */
+wl_event *wl_event_rekey(const wl_event *e, const void *key, uint32_t klen);
+
+/* A copy of `e`. */
+wl_event *wl_event_dup(const wl_event *e);
+
+/* Frees an event; accepts NULL. */
+void wl_event_free(wl_event *e);
+
+/* Bytes the event accounts for in queue limits. */
+static inline size_t
+wl_event_size(const wl_event *e)
+{
+	return sizeof(*e) + e->klen + e->plen;
+}
+
+/* A FIFO of events, linked through wl_event.next. Embedded in its owner;
+ * zero-initialised is empty. */
+typedef struct {
+	wl_event *head;
+	wl_event *tail;
+	size_t count;
+	size_t bytes;
+} wl_queue;
+
+/* Appends `e`; the queue takes ownership. */
+void wl_queue_push(wl_queue *q, wl_event *e);
+
+/* Removes and returns the head, or NULL when empty; the caller owns it. */
+wl_event *wl_queue_pop(wl_queue *q);
+
+/* Moves every event of `from` to the tail of `to`. */
+void wl_queue_append(wl_queue *to, wl_queue *from);
+
+/* Frees every event. */
+void wl_queue_clear(wl_queue *q);
+
+#endif

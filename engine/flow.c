@@ -1,0 +1,895 @@
+/*
+ * flow.c -- the dataflow between sources, runner steps and sinks.
+ *
+ * Ownership of an event is always with exactly one place: a step's pending
+ * queue, an in-flight batch, or a sink buffer. A batch stays in its slot's
+ * in-flight list until its reply is applied, so a runner that dies loses
+ * nothing: the list is sent again, in order, to its replacement.
+ */
+#include "flow.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "frame.h"
+#include "hash.h"
+#include "log.h"
+#include "runner.h"
+#include "sink.h"
+#include "state.h"
+
+/* A batch that was in flight when this many runner incarnations died is
+ * the likely cause (a "poison" batch): its events fail instead of killing
+ * runners forever. Replies come in order, so only the oldest unanswered
+ * batch can have been the one being processed. */
+#define MAX_BATCH_ATTEMPTS 3
+
+typedef struct batch batch;
+struct batch {
+	batch *next;
+	uint64_t id;
+	uint32_t step;
+	uint32_t attempts;
+	size_t bytes;
+	wl_queue events;
+	wl_state_entry *keys;   /* locked keys, linked through entry->mark */
+};
+
+typedef struct {
+	wl_runner *runner;
+	uint32_t program;
+	uint32_t instance;
+	uint32_t *steps;        /* runner steps this slot serves */
+	size_t nsteps;
+	size_t rr;              /* round robin over steps */
+	batch *head, *tail;     /* in flight, oldest first */
+	uint32_t ninflight;
+	uint32_t nsent;         /* of those, sent to the current incarnation */
+	bool was_ready;
+	wl_flow *flow;
+	uint32_t index;
+} slot;
+
+typedef struct {
+	wl_node_type type;
+	int index;
+} node_ref;
+
+typedef struct {
+	const wl_step *def;
+	uint32_t id;            /* step index, also its state id */
+	slot *slots;            /* the program's instances; NULL: engine step */
+	size_t nslots;
+	wl_queue *pending;      /* one per instance */
+	node_ref *out;          /* consumers */
+	size_t nout;
+	Wallaroo__V1__StepSpec spec;
+	uint64_t in, outputs, errors;
+} step_rt;
+
+struct wl_flow {
+	struct ev_loop *loop;
+	const wl_topology *t;
+	wl_flow_hooks hooks;
+	void *arg;
+	wl_state *state;
+	step_rt *steps;
+	node_ref **src_out;
+	size_t *src_nout;
+	slot *slots;
+	size_t nslots;
+	Wallaroo__V1__StepSpec ***prog_specs;
+	size_t *prog_nspecs;
+	size_t *prog_first_slot;
+	wl_sink **sinks;
+	uint64_t next_batch_id;
+	bool ready_reported;
+	uint64_t errors;
+	/* Scratch arrays for encoding batches, grown as needed. */
+	Wallaroo__V1__Event *sev;
+	Wallaroo__V1__Event **sevp;
+	Wallaroo__V1__StateEntry *sst;
+	Wallaroo__V1__StateEntry **sstp;
+	size_t scap, sscap;
+};
+
+static void emit(wl_flow *f, node_ref from, wl_event *e);
+
+static void
+step_error(wl_flow *f, step_rt *st, const wl_event *e, const char *what)
+{
+	char k[80];
+
+	st->errors++;
+	f->errors++;
+	/* Bounded logging: a step failing on every event must not turn the
+	 * log into the bottleneck. */
+	if (st->errors <= 10 || st->errors % 10000 == 0)
+		wl_log("STEP-ERROR", "step '%s' key %s (stream %u message %llu): "
+		    "%s (%llu errors so far)", st->def->name,
+		    wl_log_bytes(k, sizeof(k), e->key, e->klen), e->stream_id,
+		    (unsigned long long)e->message_id, what,
+		    (unsigned long long)st->errors);
+}
+
+static uint32_t
+route(const wl_flow *f, const step_rt *st, const wl_event *e)
+{
+	uint32_t p;
+
+	if (e->klen > 0)
+		p = wl_hash_partition(e->key, e->klen, f->t->partitions);
+	else
+		p = wl_hash_partition(&e->stream_id, sizeof(e->stream_id),
+		    f->t->partitions);
+	return p % (uint32_t)st->nslots;
+}
+
+static void
+deliver(wl_flow *f, node_ref to, wl_event *e)
+{
+	step_rt *st;
+
+	if (to.type == WL_NODE_SINK) {
+		wl_sink_write(f->sinks[to.index], e);
+		return;
+	}
+	st = &f->steps[to.index];
+	st->in++;
+	if (st->slots == NULL) {
+		/* Engine key_by: a byte range of the payload, no round trip. */
+		const wl_step *d = st->def;
+		wl_event *n;
+		if ((uint64_t)d->key_offset + d->key_length > e->plen) {
+			char why[96];
+			snprintf(why, sizeof(why), "payload of %u bytes is too "
+			    "short for key {offset: %u, length: %u}", e->plen,
+			    d->key_offset, d->key_length);
+			step_error(f, st, e, why);
+			wl_event_free(e);
+			return;
+		}
+		n = wl_event_rekey(e, e->payload + d->key_offset, d->key_length);
+		wl_event_free(e);
+		if (n == NULL) {
+			wl_log("FLOW-ERROR", "out of memory in step '%s'", d->name);
+			return;
+		}
+		st->outputs++;
+		emit(f, (node_ref){ WL_NODE_STEP, to.index }, n);
+		return;
+	}
+	wl_queue_push(&st->pending[route(f, st, e)], e);
+}
+
+static void
+emit(wl_flow *f, node_ref from, wl_event *e)
+{
+	const node_ref *out;
+	size_t nout;
+
+	if (from.type == WL_NODE_SOURCE) {
+		out = f->src_out[from.index];
+		nout = f->src_nout[from.index];
+	} else {
+		out = f->steps[from.index].out;
+		nout = f->steps[from.index].nout;
+	}
+	for (size_t i = 0; i + 1 < nout; i++) {
+		wl_event *d = wl_event_dup(e);
+		if (d != NULL)
+			deliver(f, out[i], d);
+	}
+	if (nout > 0)
+		deliver(f, out[nout - 1], e);
+	else
+		wl_event_free(e);
+}
+
+void
+wl_flow_source_event(wl_flow *f, int source, wl_event *e)
+{
+	emit(f, (node_ref){ WL_NODE_SOURCE, source }, e);
+}
+
+/* Grows the encoding scratch arrays. */
+static int
+scratch(wl_flow *f, size_t nev, size_t nst)
+{
+	if (nev > f->scap) {
+		size_t n = nev * 2;
+		void *a = realloc(f->sev, n * sizeof(*f->sev));
+		void *b = a ? realloc(f->sevp, n * sizeof(*f->sevp)) : NULL;
+		if (a)
+			f->sev = a;
+		if (b == NULL)
+			return -1;
+		f->sevp = b;
+		f->scap = n;
+	}
+	if (nst > f->sscap) {
+		size_t n = nst * 2;
+		void *a = realloc(f->sst, n * sizeof(*f->sst));
+		void *b = a ? realloc(f->sstp, n * sizeof(*f->sstp)) : NULL;
+		if (a)
+			f->sst = a;
+		if (b == NULL)
+			return -1;
+		f->sstp = b;
+		f->sscap = n;
+	}
+	return 0;
+}
+
+static wl_err
+encode_batch(wl_flow *f, const batch *b, nng_msg **out)
+{
+	Wallaroo__V1__Frame fr = WALLAROO__V1__FRAME__INIT;
+	Wallaroo__V1__Batch pb = WALLAROO__V1__BATCH__INIT;
+	size_t nst = 0, i = 0;
+
+	for (wl_state_entry *k = b->keys; k; k = k->mark)
+		nst++;
+	if (scratch(f, b->events.count, nst) != 0)
+		return WL_ERR_NOMEM;
+	for (wl_event *e = b->events.head; e; e = e->next, i++) {
+		Wallaroo__V1__Event *pe = &f->sev[i];
+		wallaroo__v1__event__init(pe);
+		pe->key.data = e->key;
+		pe->key.len = e->klen;
+		pe->payload.data = e->payload;
+		pe->payload.len = e->plen;
+		pe->event_time = e->event_time;
+		pe->stream_id = e->stream_id;
+		pe->message_id = e->message_id;
+		f->sevp[i] = pe;
+	}
+	i = 0;
+	for (wl_state_entry *k = b->keys; k; k = k->mark, i++) {
+		Wallaroo__V1__StateEntry *ps = &f->sst[i];
+		wallaroo__v1__state_entry__init(ps);
+		ps->key.data = k->key;
+		ps->key.len = k->klen;
+		ps->value.data = k->value;
+		ps->value.len = k->vlen;
+		ps->present = k->present;
+		f->sstp[i] = ps;
+	}
+	pb.batch_id = b->id;
+	pb.step_id = b->step;
+	pb.n_events = b->events.count;
+	pb.events = f->sevp;
+	pb.n_states = nst;
+	pb.states = f->sstp;
+	fr.body_case = WALLAROO__V1__FRAME__BODY_BATCH;
+	fr.batch = &pb;
+	return wl_frame_encode(out, &fr);
+}
+
+static void
+unlock_keys(batch *b)
+{
+	wl_state_entry *k = b->keys;
+
+	while (k) {
+		wl_state_entry *n = k->mark;
+		k->locked_by = 0;
+		k->mark = NULL;
+		k = n;
+	}
+	b->keys = NULL;
+}
+
+/*
+ * Takes events for one batch of step `st` on instance `inst`. For a state
+ * step, an event whose key is locked by another in-flight batch waits (it
+ * and every later event of that key stay queued, in order), and every key
+ * taken is locked by this batch.
+ */
+static batch *
+build_batch(wl_flow *f, step_rt *st, uint32_t inst)
+{
+	const wl_limits *lim = &f->t->limits;
+	wl_queue *q = &st->pending[inst];
+	wl_queue skipped = { 0 };
+	size_t skips = 0;
+	batch *b;
+
+	if (q->count == 0)
+		return NULL;
+	b = calloc(1, sizeof(*b));
+	if (b == NULL)
+		return NULL;
+	b->id = ++f->next_batch_id;
+	b->step = st->id;
+	while (q->head != NULL) {
+		wl_event *e = q->head;
+		size_t sz = wl_event_size(e);
+		if (b->events.count >= lim->batch_max_events ||
+		    (b->events.count > 0 && b->bytes + sz > lim->batch_max_bytes))
+			break;
+		if (st->def->kind == WL_STEP_STATE) {
+			wl_state_entry *k = wl_state_get(f->state, st->id, e->key,
+			    e->klen, true);
+			if (k == NULL)
+				break; /* out of memory: try again next time */
+			if (k->locked_by != 0 && k->locked_by != b->id) {
+				wl_queue_push(&skipped, wl_queue_pop(q));
+				/* Bounded scan: under a hot key, do not walk the
+				 * whole queue on every flush. */
+				if (++skips > 4 * (size_t)lim->batch_max_events)
+					break;
+				continue;
+			}
+			if (k->locked_by == 0) {
+				k->locked_by = b->id;
+				k->mark = b->keys;
+				b->keys = k;
+			}
+		}
+		wl_queue_push(&b->events, wl_queue_pop(q));
+		b->bytes += sz;
+	}
+	wl_queue_append(&skipped, q);
+	*q = skipped;
+	if (b->events.count == 0) {
+		free(b);
+		--f->next_batch_id;
+		return NULL;
+	}
+	return b;
+}
+
+static void
+send_batch(wl_flow *f, slot *s, batch *b)
+{
+	nng_msg *m;
+
+	if (encode_batch(f, b, &m) != WL_OK) {
+		wl_log("FLOW-ERROR", "out of memory encoding a batch for %s",
+		    wl_runner_name(s->runner));
+		return;
+	}
+	/* The batch counts as sent even when the runner refuses it now: a
+	 * refusal means it is going down, and the down hook resets nsent. */
+	wl_runner_send_batch(s->runner, m);
+	s->nsent++;
+}
+
+static void
+flush_slot(wl_flow *f, slot *s)
+{
+	while (wl_runner_is_ready(s->runner) &&
+	    s->ninflight < f->t->limits.inflight_batches) {
+		batch *b = NULL;
+		for (size_t i = 0; i < s->nsteps && b == NULL; i++) {
+			step_rt *st = &f->steps[s->steps[(s->rr + i) % s->nsteps]];
+			b = build_batch(f, st, s->instance);
+		}
+		if (b == NULL)
+			return;
+		s->rr++;
+		if (s->tail)
+			s->tail->next = b;
+		else
+			s->head = b;
+		s->tail = b;
+		s->ninflight++;
+		send_batch(f, s, b);
+	}
+}
+
+void
+wl_flow_flush(wl_flow *f)
+{
+	for (size_t i = 0; i < f->nslots; i++)
+		flush_slot(f, &f->slots[i]);
+	for (size_t i = 0; i < f->t->nsinks; i++)
+		wl_sink_flush(f->sinks[i]);
+}
+
+static void
+free_batch(batch *b)
+{
+	wl_queue_clear(&b->events);
+	free(b);
+}
+
+/* Removes the head of the in-flight list. */
+static batch *
+pop_inflight(slot *s)
+{
+	batch *b = s->head;
+
+	s->head = b->next;
+	if (s->head == NULL)
+		s->tail = NULL;
+	s->ninflight--;
+	b->next = NULL;
+	return b;
+}
+
+static void
+hook_ready(void *arg, wl_runner *r)
+{
+	slot *s = NULL;
+	wl_flow *f;
+
+	/* Find our slot: the runner's arg is the slot itself. */
+	s = arg;
+	f = s->flow;
+	(void)r;
+	s->nsent = 0;
+	for (batch *b = s->head; b; b = b->next)
+		send_batch(f, s, b);
+	if (s->head)
+		wl_log("FLOW-RESEND", "sent %u in-flight batch(es) again to %s",
+		    s->ninflight, wl_runner_name(s->runner));
+	s->was_ready = true;
+	if (!f->ready_reported) {
+		for (size_t i = 0; i < f->nslots; i++)
+			if (!f->slots[i].was_ready)
+				return;
+		f->ready_reported = true;
+		f->hooks.ready(f->arg);
+	}
+}
+
+static void
+hook_down(void *arg, wl_runner *r)
+{
+	slot *s = arg;
+	wl_flow *f = s->flow;
+	batch *b = s->head;
+
+	(void)r;
+	s->nsent = 0;
+	if (b == NULL)
+		return;
+	if (++b->attempts < MAX_BATCH_ATTEMPTS)
+		return;
+	b = pop_inflight(s);
+	step_rt *st = &f->steps[b->step];
+	wl_log("BATCH-FAILED", "step '%s': batch %llu of %zu events was in "
+	    "flight in %u runner incarnations that all died; its events fail "
+	    "(counted as errors) so the runner can go on", st->def->name,
+	    (unsigned long long)b->id, b->events.count, b->attempts);
+	for (wl_event *e = b->events.head; e; e = e->next)
+		step_error(f, st, e, "batch failed: runner died on it repeatedly");
+	unlock_keys(b);
+	free_batch(b);
+}
+
+static wl_err
+hook_failed(void *arg, wl_runner *r, uint64_t batch_id, const char *message)
+{
+	slot *s = arg;
+	wl_flow *f = s->flow;
+	batch *b = s->head;
+	step_rt *st;
+	char why[300];
+
+	if (b == NULL || s->nsent == 0 || b->id != batch_id) {
+		wl_log("RUN-PROTO", "runner %s: error for batch %llu, which is not "
+		    "the oldest in flight", wl_runner_name(r),
+		    (unsigned long long)batch_id);
+		return WL_ERR_PROTO;
+	}
+	b = pop_inflight(s);
+	s->nsent--;
+	st = &f->steps[b->step];
+	snprintf(why, sizeof(why), "runner %s failed the whole batch: %s",
+	    wl_runner_name(r), message);
+	for (wl_event *e = b->events.head; e; e = e->next)
+		step_error(f, st, e, why);
+	unlock_keys(b);
+	free_batch(b);
+	return WL_OK;
+}
+
+static void
+hook_fatal(void *arg, wl_runner *r)
+{
+	slot *s = arg;
+	char why[160];
+
+	snprintf(why, sizeof(why), "runner %s cannot be started",
+	    wl_runner_name(r));
+	s->flow->hooks.fatal(s->flow->arg, why);
+}
+
+static wl_err
+reply_error(const slot *s, const char *what, unsigned long long a,
+    unsigned long long b)
+{
+	wl_log("RUN-PROTO", "runner %s: %s (%llu, expected %llu)",
+	    wl_runner_name(s->runner), what, a, b);
+	return WL_ERR_PROTO;
+}
+
+static wl_err
+hook_reply(void *arg, wl_runner *r, const Wallaroo__V1__BatchReply *rep)
+{
+	slot *s = arg;
+	wl_flow *f = s->flow;
+	batch *b = s->head;
+	step_rt *st;
+	char k[80];
+
+	(void)r;
+	if (b == NULL || s->nsent == 0)
+		return reply_error(s, "reply with nothing in flight", rep->batch_id, 0);
+	if (rep->batch_id != b->id)
+		return reply_error(s, "reply for the wrong batch", rep->batch_id, b->id);
+	if (rep->n_results != b->events.count)
+		return reply_error(s, "reply with the wrong number of results",
+		    rep->n_results, b->events.count);
+	st = &f->steps[b->step];
+	/* Check everything before applying anything: a reply is atomic. */
+	if (st->def->kind != WL_STEP_STATE && rep->n_states > 0)
+		return reply_error(s, "state in a reply of a stateless step",
+		    rep->n_states, 0);
+	for (size_t i = 0; i < rep->n_states; i++) {
+		const Wallaroo__V1__StateEntry *se = rep->states[i];
+		wl_state_entry *e = wl_state_get(f->state, st->id, se->key.data,
+		    (uint32_t)se->key.len, false);
+		if (e == NULL || e->locked_by != b->id) {
+			wl_log("RUN-PROTO", "runner %s: reply sets the state of key "
+			    "%s, which is not in batch %llu", wl_runner_name(s->runner),
+			    wl_log_bytes(k, sizeof(k), se->key.data,
+			    (unsigned)se->key.len), (unsigned long long)b->id);
+			return WL_ERR_PROTO;
+		}
+	}
+	for (size_t i = 0; i < rep->n_states; i++) {
+		const Wallaroo__V1__StateEntry *se = rep->states[i];
+		wl_state_entry *e = wl_state_get(f->state, st->id, se->key.data,
+		    (uint32_t)se->key.len, false);
+		if (wl_state_set(f->state, e, se->value.data,
+		    (uint32_t)se->value.len, se->present) != WL_OK)
+			wl_log("FLOW-ERROR", "out of memory storing state of "
+			    "step '%s'", st->def->name);
+	}
+	b = pop_inflight(s);
+	s->nsent--;
+	unlock_keys(b);
+	for (size_t i = 0; i < rep->n_results; i++) {
+		const Wallaroo__V1__Result *res = rep->results[i];
+		wl_event *e = wl_queue_pop(&b->events);
+		node_ref from = { WL_NODE_STEP, (int)st->id };
+		if (res->error != NULL && res->error[0] != '\0') {
+			step_error(f, st, e, res->error);
+			wl_event_free(e);
+			continue;
+		}
+		if (st->def->kind == WL_STEP_KEY_BY) {
+			wl_event *n = wl_event_rekey(e, res->key.data,
+			    (uint32_t)res->key.len);
+			wl_event_free(e);
+			if (n != NULL) {
+				st->outputs++;
+				emit(f, from, n);
+			}
+			continue;
+		}
+		for (size_t j = 0; j < res->n_outputs; j++) {
+			const Wallaroo__V1__Output *o = res->outputs[j];
+			wl_event *n = o->has_key ?
+			    wl_event_new(o->key.data, (uint32_t)o->key.len,
+			    o->payload.data, (uint32_t)o->payload.len) :
+			    wl_event_new(e->key, e->klen, o->payload.data,
+			    (uint32_t)o->payload.len);
+			if (n == NULL) {
+				wl_log("FLOW-ERROR", "out of memory in step '%s'",
+				    st->def->name);
+				continue;
+			}
+			n->stream_id = e->stream_id;
+			n->message_id = e->message_id;
+			n->ingest_ns = e->ingest_ns;
+			n->event_time = o->event_time ? o->event_time : e->event_time;
+			st->outputs++;
+			emit(f, from, n);
+		}
+		wl_event_free(e);
+	}
+	free_batch(b);
+	return WL_OK;
+}
+
+static const wl_runner_hooks runner_hooks = {
+	hook_ready, hook_reply, hook_failed, hook_down, hook_fatal,
+};
+
+static Wallaroo__V1__StepKind
+pb_kind(wl_step_kind k)
+{
+	switch (k) {
+	case WL_STEP_STATELESS: return WALLAROO__V1__STEP_KIND__STEP_KIND_STATELESS;
+	case WL_STEP_KEY_BY: return WALLAROO__V1__STEP_KIND__STEP_KIND_KEY_BY;
+	case WL_STEP_STATE: return WALLAROO__V1__STEP_KIND__STEP_KIND_STATE;
+	}
+	return WALLAROO__V1__STEP_KIND__STEP_KIND_UNSPECIFIED;
+}
+
+static int
+add_consumer(node_ref **list, size_t *n, node_ref to)
+{
+	node_ref *nl = realloc(*list, (*n + 1) * sizeof(**list));
+
+	if (nl == NULL)
+		return -1;
+	nl[(*n)++] = to;
+	*list = nl;
+	return 0;
+}
+
+wl_err
+wl_flow_new(wl_flow **out, struct ev_loop *loop, const wl_topology *t,
+    const char *sockdir, const char *worker, uint64_t incarnation,
+    const wl_flow_hooks *hooks, void *arg)
+{
+	wl_flow *f = calloc(1, sizeof(*f));
+	size_t np = t->nprograms;
+
+	if (f == NULL)
+		return WL_ERR_NOMEM;
+	f->loop = loop;
+	f->t = t;
+	f->hooks = *hooks;
+	f->arg = arg;
+	if (wl_state_new(&f->state) != WL_OK)
+		goto nomem;
+	f->steps = calloc(t->nsteps ? t->nsteps : 1, sizeof(*f->steps));
+	f->src_out = calloc(t->nsources ? t->nsources : 1, sizeof(*f->src_out));
+	f->src_nout = calloc(t->nsources ? t->nsources : 1, sizeof(*f->src_nout));
+	f->sinks = calloc(t->nsinks ? t->nsinks : 1, sizeof(*f->sinks));
+	f->prog_specs = calloc(np ? np : 1, sizeof(*f->prog_specs));
+	f->prog_nspecs = calloc(np ? np : 1, sizeof(*f->prog_nspecs));
+	f->prog_first_slot = calloc(np ? np : 1, sizeof(*f->prog_first_slot));
+	if (!f->steps || !f->src_out || !f->src_nout || !f->sinks ||
+	    !f->prog_specs || !f->prog_nspecs || !f->prog_first_slot)
+		goto nomem;
+
+	for (size_t p = 0; p < np; p++) {
+		f->prog_first_slot[p] = f->nslots;
+		f->nslots += t->programs[p].instances;
+	}
+	f->slots = calloc(f->nslots ? f->nslots : 1, sizeof(*f->slots));
+	if (f->slots == NULL)
+		goto nomem;
+
+	for (size_t i = 0; i < t->nsteps; i++) {
+		step_rt *st = &f->steps[i];
+		const wl_step *d = &t->steps[i];
+		st->def = d;
+		st->id = (uint32_t)i;
+		wallaroo__v1__step_spec__init(&st->spec);
+		st->spec.step_id = (uint32_t)i;
+		st->spec.name = d->name;
+		st->spec.function = d->function ? d->function : d->name;
+		st->spec.kind = pb_kind(d->kind);
+		st->spec.state_name = d->state_name ? d->state_name : "";
+		if (d->program >= 0) {
+			size_t p = (size_t)d->program;
+			Wallaroo__V1__StepSpec **ns;
+			st->slots = &f->slots[f->prog_first_slot[p]];
+			st->nslots = t->programs[p].instances;
+			st->pending = calloc(st->nslots, sizeof(*st->pending));
+			ns = realloc(f->prog_specs[p],
+			    (f->prog_nspecs[p] + 1) * sizeof(*ns));
+			if (st->pending == NULL || ns == NULL)
+				goto nomem;
+			ns[f->prog_nspecs[p]++] = &st->spec;
+			f->prog_specs[p] = ns;
+		}
+	}
+	for (size_t i = 0; i < t->nedges; i++) {
+		const wl_edge *e = &t->edges[i];
+		node_ref to = { e->to_type, e->to };
+		int rc = e->from_type == WL_NODE_SOURCE ?
+		    add_consumer(&f->src_out[e->from], &f->src_nout[e->from], to) :
+		    add_consumer(&f->steps[e->from].out, &f->steps[e->from].nout, to);
+		if (rc != 0)
+			goto nomem;
+	}
+	for (size_t p = 0; p < np; p++) {
+		for (uint32_t i = 0; i < t->programs[p].instances; i++) {
+			slot *s = &f->slots[f->prog_first_slot[p] + i];
+			wl_runner_config cfg = {
+				.program = &t->programs[p],
+				.instance = i,
+				.sockdir = sockdir,
+				.limits = &t->limits,
+				.steps = (const Wallaroo__V1__StepSpec *const *)f->prog_specs[p],
+				.nsteps = f->prog_nspecs[p],
+				.worker = worker,
+				.incarnation = incarnation,
+			};
+			s->flow = f;
+			s->program = (uint32_t)p;
+			s->instance = i;
+			s->index = (uint32_t)(f->prog_first_slot[p] + i);
+			s->steps = calloc(f->prog_nspecs[p] ? f->prog_nspecs[p] : 1,
+			    sizeof(*s->steps));
+			if (s->steps == NULL)
+				goto nomem;
+			for (size_t k = 0; k < t->nsteps; k++)
+				if (t->steps[k].program == (int)p)
+					s->steps[s->nsteps++] = (uint32_t)k;
+			if (wl_runner_new(&s->runner, loop, &cfg, &runner_hooks,
+			    s) != WL_OK)
+				goto nomem;
+		}
+	}
+	for (size_t i = 0; i < t->nsinks; i++) {
+		if (wl_sink_open(&f->sinks[i], loop, &t->sinks[i]) != WL_OK) {
+			wl_flow_free(f);
+			return WL_ERR_IO;
+		}
+	}
+	*out = f;
+	return WL_OK;
+nomem:
+	wl_flow_free(f);
+	return WL_ERR_NOMEM;
+}
+
+void
+wl_flow_start(wl_flow *f)
+{
+	for (size_t i = 0; i < f->nslots; i++)
+		wl_runner_start(f->slots[i].runner);
+	if (f->nslots == 0 && !f->ready_reported) {
+		f->ready_reported = true;
+		f->hooks.ready(f->arg);
+	}
+}
+
+void
+wl_flow_tick(wl_flow *f, ev_tstamp now)
+{
+	for (size_t i = 0; i < f->nslots; i++)
+		wl_runner_tick(f->slots[i].runner, now);
+}
+
+bool
+wl_flow_pressure(const wl_flow *f)
+{
+	uint64_t max = f->t->limits.queue_max_bytes;
+
+	for (size_t i = 0; i < f->t->nsteps; i++) {
+		const step_rt *st = &f->steps[i];
+		for (size_t j = 0; j < st->nslots; j++)
+			if (st->pending[j].bytes > max)
+				return true;
+	}
+	for (size_t i = 0; i < f->t->nsinks; i++)
+		if (wl_sink_backlog(f->sinks[i]) > max)
+			return true;
+	return false;
+}
+
+bool
+wl_flow_drained(const wl_flow *f)
+{
+	for (size_t i = 0; i < f->t->nsteps; i++) {
+		const step_rt *st = &f->steps[i];
+		for (size_t j = 0; j < st->nslots; j++)
+			if (st->pending[j].count > 0)
+				return false;
+	}
+	for (size_t i = 0; i < f->nslots; i++)
+		if (f->slots[i].ninflight > 0)
+			return false;
+	for (size_t i = 0; i < f->t->nsinks; i++)
+		if (wl_sink_backlog(f->sinks[i]) > 0)
+			return false;
+	return true;
+}
+
+void
+wl_flow_stop_runners(wl_flow *f, ev_tstamp grace)
+{
+	for (size_t i = 0; i < f->nslots; i++)
+		wl_runner_stop(f->slots[i].runner, grace);
+}
+
+bool
+wl_flow_runners_stopped(const wl_flow *f)
+{
+	for (size_t i = 0; i < f->nslots; i++)
+		if (!wl_runner_is_stopped(f->slots[i].runner))
+			return false;
+	return true;
+}
+
+void
+wl_flow_summary(const wl_flow *f, FILE *out)
+{
+	for (size_t i = 0; i < f->t->nsteps; i++) {
+		const step_rt *st = &f->steps[i];
+		fprintf(out, "SUMMARY step=%s events=%llu outputs=%llu errors=%llu\n",
+		    st->def->name, (unsigned long long)st->in,
+		    (unsigned long long)st->outputs,
+		    (unsigned long long)st->errors);
+	}
+	for (size_t i = 0; i < f->t->nsinks; i++)
+		fprintf(out, "SUMMARY sink=%s events=%llu bytes=%llu\n",
+		    wl_sink_name(f->sinks[i]),
+		    (unsigned long long)wl_sink_events(f->sinks[i]),
+		    (unsigned long long)wl_sink_bytes(f->sinks[i]));
+	for (size_t i = 0; i < f->nslots; i++)
+		fprintf(out, "SUMMARY runner=%s restarts=%u\n",
+		    wl_runner_name(f->slots[i].runner),
+		    wl_runner_restarts(f->slots[i].runner));
+	fprintf(out, "SUMMARY state keys=%zu bytes=%zu\n",
+	    wl_state_count(f->state), wl_state_bytes(f->state));
+}
+
+uint64_t
+wl_flow_outputs(const wl_flow *f)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < f->t->nsinks; i++)
+		n += wl_sink_events(f->sinks[i]);
+	return n;
+}
+
+uint64_t
+wl_flow_errors(const wl_flow *f)
+{
+	return f->errors;
+}
+
+uint32_t
+wl_flow_restarts(const wl_flow *f)
+{
+	uint32_t n = 0;
+
+	for (size_t i = 0; i < f->nslots; i++)
+		n += wl_runner_restarts(f->slots[i].runner);
+	return n;
+}
+
+void
+wl_flow_free(wl_flow *f)
+{
+	if (f == NULL)
+		return;
+	for (size_t i = 0; i < f->nslots; i++) {
+		slot *s = &f->slots[i];
+		wl_runner_free(s->runner);
+		while (s->head)
+			free_batch(pop_inflight(s));
+		free(s->steps);
+	}
+	for (size_t i = 0; f->steps && i < f->t->nsteps; i++) {
+		step_rt *st = &f->steps[i];
+		for (size_t j = 0; st->pending && j < st->nslots; j++)
+			wl_queue_clear(&st->pending[j]);
+		free(st->pending);
+		free(st->out);
+	}
+	for (size_t i = 0; f->sinks && i < f->t->nsinks; i++)
+		wl_sink_close(f->sinks[i]);
+	for (size_t i = 0; f->src_out && i < f->t->nsources; i++)
+		free(f->src_out[i]);
+	for (size_t p = 0; f->prog_specs && p < f->t->nprograms; p++)
+		free(f->prog_specs[p]);
+	free(f->prog_specs);
+	free(f->prog_nspecs);
+	free(f->prog_first_slot);
+	free(f->src_out);
+	free(f->src_nout);
+	free(f->sinks);
+	free(f->slots);
+	free(f->steps);
+	free(f->sev);
+	free(f->sevp);
+	free(f->sst);
+	free(f->sstp);
+	wl_state_free(f->state);
+	free(f);
+}

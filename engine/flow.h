@@ -1,0 +1,78 @@
+/*
+ * flow.h -- the dataflow: routes events through the topology's steps to
+ * its sinks, holds keyed state, batches events for runners, applies their
+ * replies, and recovers what a lost runner had in flight.
+ *
+ * Routing: an event's key picks a partition (wl_hash_partition); the
+ * partition picks the runner instance of the step's program (partition mod
+ * instances). An unkeyed event is routed by its origin stream instead, so
+ * a source's order holds until the first key_by.
+ *
+ * Per-key order and atomic state: a key of a state step is never in two
+ * in-flight batches; its events wait while it is. A reply is checked whole
+ * before anything of it is applied.
+ */
+#ifndef WL_FLOW_H
+#define WL_FLOW_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <ev.h>
+
+#include "err.h"
+#include "event.h"
+#include "topology.h"
+
+typedef struct wl_flow wl_flow;
+
+typedef struct {
+	/* Every runner has become ready at least once. */
+	void (*ready)(void *arg);
+	/* A runner slot gave up: the application cannot run. */
+	void (*fatal)(void *arg, const char *why);
+} wl_flow_hooks;
+
+/* Builds the dataflow for `t` (which must outlive it), opening the sinks.
+ * Runners are created but not started. */
+wl_err wl_flow_new(wl_flow **out, struct ev_loop *loop, const wl_topology *t,
+    const char *sockdir, const char *worker, uint64_t incarnation,
+    const wl_flow_hooks *hooks, void *arg);
+
+/* Spawns the runners (calls the ready hook at once when there are none). */
+void wl_flow_start(wl_flow *f);
+
+/* An event from source number `source`. Takes `e`. */
+void wl_flow_source_event(wl_flow *f, int source, wl_event *e);
+
+/* Sends what can be sent: batches to ready runners within their window,
+ * and sink buffers. Called before the loop blocks. */
+void wl_flow_flush(wl_flow *f);
+
+/* Housekeeping from the cron timer. */
+void wl_flow_tick(wl_flow *f, ev_tstamp now);
+
+/* True while some queue is over its byte limit: sources must pause. */
+bool wl_flow_pressure(const wl_flow *f);
+
+/* True when nothing is queued, in flight or unwritten. */
+bool wl_flow_drained(const wl_flow *f);
+
+/* Says goodbye to every runner; `grace` seconds before they are killed. */
+void wl_flow_stop_runners(wl_flow *f, ev_tstamp grace);
+
+/* True when every runner process has exited. */
+bool wl_flow_runners_stopped(const wl_flow *f);
+
+/* Prints SUMMARY lines for steps and sinks. */
+void wl_flow_summary(const wl_flow *f, FILE *out);
+
+/* Totals for the engine's summary line. */
+uint64_t wl_flow_outputs(const wl_flow *f);
+uint64_t wl_flow_errors(const wl_flow *f);
+uint32_t wl_flow_restarts(const wl_flow *f);
+
+/* Closes sinks, kills runners, frees everything; accepts NULL. */
+void wl_flow_free(wl_flow *f);
+
+#endif

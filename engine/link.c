@@ -1,0 +1,250 @@
+/*
+ * link.c -- nng pair1 in the libev loop.
+ *
+ * nng runs its own threads; the only thing they do to us is the pipe
+ * notification (peer up or down), which sets an atomic flag and wakes the
+ * loop through an ev_async. Everything else happens on the loop thread.
+ */
+#include "link.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/protocol/pair1/pair.h>
+
+#include "log.h"
+
+struct wl_link {
+	nng_socket sock;
+	struct ev_loop *loop;
+	ev_io rio;            /* NNG_OPT_RECVFD readable: messages waiting */
+	ev_io wio;            /* NNG_OPT_SENDFD writable: room to send */
+	ev_async wake;        /* nng thread -> loop: pipe up/down */
+	atomic_int pending;   /* WL_LINK_UP/DOWN bits set by nng threads */
+	atomic_bool closing;
+	wl_link_hooks hooks;
+	void *arg;
+	nng_msg **backlog;    /* ring of messages waiting for room */
+	size_t bhead, bcount, bcap;
+	int in_hook;          /* >0 while a hook runs: defer the free */
+	bool close_pending;
+	char url[256];
+};
+
+static void
+pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	wl_link *l = arg;
+
+	(void)p;
+	if (atomic_load(&l->closing))
+		return;
+	atomic_fetch_or(&l->pending,
+	    ev == NNG_PIPE_EV_ADD_POST ? WL_LINK_UP : WL_LINK_DOWN);
+	ev_async_send(l->loop, &l->wake);
+}
+
+static void link_free(wl_link *l);
+
+static bool
+hook_done(wl_link *l)
+{
+	l->in_hook--;
+	if (l->in_hook == 0 && l->close_pending) {
+		link_free(l);
+		return true;
+	}
+	return false;
+}
+
+static void
+wake_cb(struct ev_loop *loop, ev_async *w, int revents)
+{
+	wl_link *l = w->data;
+	int ev = atomic_exchange(&l->pending, 0);
+
+	(void)loop;
+	(void)revents;
+	/* Report "up" before "down": a peer that came and went between two
+	 * loop iterations still shows both, in order. */
+	l->in_hook++;
+	if ((ev & WL_LINK_UP) && !l->close_pending)
+		l->hooks.event(l->arg, WL_LINK_UP);
+	if ((ev & WL_LINK_DOWN) && !l->close_pending)
+		l->hooks.event(l->arg, WL_LINK_DOWN);
+	hook_done(l);
+}
+
+static void
+recv_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	wl_link *l = w->data;
+
+	(void)loop;
+	(void)revents;
+	l->in_hook++;
+	/* Bounded so that one busy peer cannot starve the others. */
+	for (int i = 0; i < 256 && !l->close_pending; i++) {
+		nng_msg *m;
+		int rv = nng_recvmsg(l->sock, &m, NNG_FLAG_NONBLOCK);
+		if (rv != 0) {
+			if (rv != NNG_EAGAIN)
+				wl_log("LINK-ERROR", "%s: receive: %s", l->url,
+				    nng_strerror(rv));
+			break;
+		}
+		l->hooks.recv(l->arg, m);
+	}
+	hook_done(l);
+}
+
+static void
+drain_backlog(wl_link *l)
+{
+	while (l->bcount > 0) {
+		nng_msg *m = l->backlog[l->bhead];
+		int rv = nng_sendmsg(l->sock, m, NNG_FLAG_NONBLOCK);
+		if (rv == NNG_EAGAIN)
+			break;
+		if (rv != 0) {
+			wl_log("LINK-ERROR", "%s: send: %s", l->url,
+			    nng_strerror(rv));
+			nng_msg_free(m);
+		}
+		l->bhead = (l->bhead + 1) % l->bcap;
+		l->bcount--;
+	}
+	if (l->bcount == 0)
+		ev_io_stop(l->loop, &l->wio);
+	else
+		ev_io_start(l->loop, &l->wio);
+}
+
+static void
+send_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	drain_backlog(w->data);
+}
+
+wl_err
+wl_link_listen(wl_link **out, struct ev_loop *loop, const char *url,
+    uint32_t max_msg, const wl_link_hooks *hooks, void *arg)
+{
+	wl_link *l = calloc(1, sizeof(*l));
+	nng_listener lst;
+	int rv, rfd, wfd;
+
+	if (l == NULL)
+		return WL_ERR_NOMEM;
+	l->loop = loop;
+	l->hooks = *hooks;
+	l->arg = arg;
+	snprintf(l->url, sizeof(l->url), "%s", url);
+	if ((rv = nng_pair1_open(&l->sock)) != 0)
+		goto fail_nosock;
+	/* nng's defaults (no size limit, no buffers) are wrong for us: an
+	 * unlimited size lets a broken peer exhaust memory, and zero-length
+	 * buffers turn every send into a rendezvous. */
+	if ((rv = nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ, max_msg)) != 0 ||
+	    (rv = nng_socket_set_int(l->sock, NNG_OPT_RECVBUF, 64)) != 0 ||
+	    (rv = nng_socket_set_int(l->sock, NNG_OPT_SENDBUF, 64)) != 0 ||
+	    (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_ADD_POST, pipe_cb, l)) != 0 ||
+	    (rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_REM_POST, pipe_cb, l)) != 0 ||
+	    (rv = nng_listener_create(&lst, l->sock, url)) != 0)
+		goto fail;
+	if (strncmp(url, "ipc://", 6) == 0 &&
+	    (rv = nng_listener_set_int(lst, NNG_OPT_IPC_PERMISSIONS, 0600)) != 0)
+		goto fail;
+	if ((rv = nng_listener_start(lst, 0)) != 0 ||
+	    (rv = nng_socket_get_int(l->sock, NNG_OPT_RECVFD, &rfd)) != 0 ||
+	    (rv = nng_socket_get_int(l->sock, NNG_OPT_SENDFD, &wfd)) != 0)
+		goto fail;
+	ev_io_init(&l->rio, recv_cb, rfd, EV_READ);
+	ev_io_init(&l->wio, send_cb, wfd, EV_READ);
+	ev_async_init(&l->wake, wake_cb);
+	l->rio.data = l->wio.data = l->wake.data = l;
+	ev_io_start(loop, &l->rio);
+	ev_async_start(loop, &l->wake);
+	*out = l;
+	return WL_OK;
+fail:
+	nng_close(l->sock);
+fail_nosock:
+	wl_log("LINK-ERROR", "%s: cannot listen: %s", url, nng_strerror(rv));
+	free(l);
+	return WL_ERR_NNG;
+}
+
+wl_err
+wl_link_send(wl_link *l, nng_msg *m)
+{
+	if (l->bcount == 0) {
+		int rv = nng_sendmsg(l->sock, m, NNG_FLAG_NONBLOCK);
+		if (rv == 0)
+			return WL_OK;
+		if (rv != NNG_EAGAIN) {
+			wl_log("LINK-ERROR", "%s: send: %s", l->url,
+			    nng_strerror(rv));
+			nng_msg_free(m);
+			return WL_ERR_NNG;
+		}
+	}
+	if (l->bcount == l->bcap) {
+		size_t ncap = l->bcap ? l->bcap * 2 : 8;
+		nng_msg **nb = malloc(ncap * sizeof(*nb));
+		if (nb == NULL) {
+			nng_msg_free(m);
+			return WL_ERR_NOMEM;
+		}
+		for (size_t i = 0; i < l->bcount; i++)
+			nb[i] = l->backlog[(l->bhead + i) % l->bcap];
+		free(l->backlog);
+		l->backlog = nb;
+		l->bcap = ncap;
+		l->bhead = 0;
+	}
+	l->backlog[(l->bhead + l->bcount) % l->bcap] = m;
+	l->bcount++;
+	ev_io_start(l->loop, &l->wio);
+	return WL_OK;
+}
+
+size_t
+wl_link_backlog(const wl_link *l)
+{
+	return l->bcount;
+}
+
+static void
+link_free(wl_link *l)
+{
+	atomic_store(&l->closing, true);
+	ev_io_stop(l->loop, &l->rio);
+	ev_io_stop(l->loop, &l->wio);
+	ev_async_stop(l->loop, &l->wake);
+	nng_close(l->sock);
+	while (l->bcount > 0) {
+		nng_msg_free(l->backlog[l->bhead]);
+		l->bhead = (l->bhead + 1) % l->bcap;
+		l->bcount--;
+	}
+	free(l->backlog);
+	free(l);
+}
+
+void
+wl_link_close(wl_link *l)
+{
+	if (l == NULL)
+		return;
+	if (l->in_hook > 0) {
+		l->close_pending = true;
+		return;
+	}
+	link_free(l);
+}

@@ -1,0 +1,55 @@
+/*
+ * link.h -- one nng pair1 socket joined to the libev loop.
+ *
+ * The engine listens on a private address per spawned process; the process
+ * dials it. Receiving: the socket's pollable receive descriptor drives an
+ * ev_io and messages are drained with non-blocking receives. Sending never
+ * blocks the loop: a message nng cannot take now waits in the link's
+ * backlog until the send descriptor says there is room.
+ */
+#ifndef WL_LINK_H
+#define WL_LINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <ev.h>
+#include <nng/nng.h>
+
+#include "err.h"
+
+typedef struct wl_link wl_link;
+
+typedef enum {
+	WL_LINK_UP = 1,    /* a peer connected */
+	WL_LINK_DOWN = 2,  /* the peer's connection went away */
+} wl_link_event;
+
+typedef struct {
+	/* A message arrived; the hook owns `m` and must free it. */
+	void (*recv)(void *arg, nng_msg *m);
+	/* The peer connected or went away. */
+	void (*event)(void *arg, wl_link_event ev);
+} wl_link_hooks;
+
+/*
+ * Opens a pair1 socket listening on `url` (ipc:// sockets get mode 0600),
+ * with a receive size limit of `max_msg` bytes: nng drops the connection
+ * of a peer that sends more. On success *out is the new link; close it
+ * with wl_link_close.
+ */
+wl_err wl_link_listen(wl_link **out, struct ev_loop *loop, const char *url,
+    uint32_t max_msg, const wl_link_hooks *hooks, void *arg);
+
+/* Sends `m`. Always takes ownership of `m`, even on error: a message that
+ * cannot go now is queued in the backlog. */
+wl_err wl_link_send(wl_link *l, nng_msg *m);
+
+/* Messages waiting in the backlog. */
+size_t wl_link_backlog(const wl_link *l);
+
+/* Closes the socket and frees the link and its backlog. Safe to call from
+ * inside a hook: the free is then deferred until the hook returns. No hook
+ * runs after it. Accepts NULL. */
+void wl_link_close(wl_link *l);
+
+#endif

@@ -1,0 +1,680 @@
+/*
+ * runner.c -- supervision and session of one runner slot.
+ *
+ * Every incarnation gets its own socket at a new address and a new token,
+ * so a late frame from a process we already gave up on can never be taken
+ * for a frame of its replacement: when the process goes, its socket goes.
+ */
+#include "runner.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "link.h"
+#include "log.h"
+
+extern char **environ;
+
+/* The life of one slot. Advanced only by set_state(). */
+typedef enum {
+	RS_IDLE,       /* no process; the backoff timer will spawn one */
+	RS_STARTING,   /* process spawned, waiting for its Hello */
+	RS_ASSIGNING,  /* Welcome and AssignSteps sent, waiting for Ready */
+	RS_READY,      /* serving batches */
+	RS_KILLED,     /* SIGKILL sent (crash, hang, protocol), waiting to reap */
+	RS_STOPPING,   /* Goodbye sent, waiting for the process to exit */
+	RS_STOPPED,    /* stopped for good and reaped */
+} runner_state;
+
+static const char *state_names[] = {
+	"idle", "starting", "assigning", "ready", "killed", "stopping", "stopped",
+};
+
+/* A process that fails this many times in a row without ever becoming
+ * ready is a configuration problem, not bad luck: give up. */
+#define MAX_FAILS_BEFORE_READY 5
+
+/* Batches sent and not yet answered: their send times, for the deadline. */
+#define MAX_TRACKED 256
+
+struct wl_runner {
+	struct ev_loop *loop;
+	wl_runner_config cfg;
+	wl_runner_hooks hooks;
+	void *arg;
+	runner_state state;
+	char name[96];
+	char token[33];
+	char url[256];
+	wl_link *link;
+	pid_t pid;
+	ev_child child;
+	ev_timer backoff;
+	uint32_t generation;     /* incarnations spawned so far */
+	uint32_t fails;          /* consecutive failures without a reply */
+	bool ever_ready;         /* this incarnation reached RS_READY */
+	bool stop_requested;
+	ev_tstamp state_since;
+	ev_tstamp last_rx;
+	ev_tstamp last_reply;
+	ev_tstamp stop_deadline;
+	uint64_t ping_seq;
+	ev_tstamp ping_sent;     /* 0: no heartbeat outstanding */
+	ev_tstamp sent_at[MAX_TRACKED];
+	uint32_t inflight_head, inflight;
+	char why[160];           /* why the current incarnation was killed */
+};
+
+static void
+set_state(wl_runner *r, runner_state s)
+{
+	r->state = s;
+	r->state_since = ev_now(r->loop);
+}
+
+const char *
+wl_runner_name(const wl_runner *r)
+{
+	return r->name;
+}
+
+int
+wl_runner_pid(const wl_runner *r)
+{
+	return (int)r->pid;
+}
+
+uint32_t
+wl_runner_restarts(const wl_runner *r)
+{
+	return r->generation > 0 ? r->generation - 1 : 0;
+}
+
+bool
+wl_runner_is_ready(const wl_runner *r)
+{
+	return r->state == RS_READY;
+}
+
+bool
+wl_runner_is_stopped(const wl_runner *r)
+{
+	return r->state == RS_STOPPED;
+}
+
+static void
+send_frame(wl_runner *r, const wl_frame *f)
+{
+	nng_msg *m;
+
+	if (r->link == NULL || wl_frame_encode(&m, f) != WL_OK)
+		return;
+	wl_link_send(r->link, m);
+}
+
+/* Kills the current process; the reaper then decides what comes next. */
+static void
+kill_process(wl_runner *r, const char *tag, const char *why)
+{
+	if (r->state == RS_KILLED || r->state == RS_STOPPED ||
+	    r->state == RS_IDLE)
+		return;
+	wl_log(tag, "runner %s pid %d: %s; killing it", r->name, (int)r->pid,
+	    why);
+	snprintf(r->why, sizeof(r->why), "%s", why);
+	if (r->pid > 0)
+		kill(r->pid, SIGKILL);
+	wl_link_close(r->link);
+	r->link = NULL;
+	set_state(r, RS_KILLED);
+}
+
+static void
+refuse(wl_runner *r, Wallaroo__V1__ErrorCode code, const char *msg)
+{
+	Wallaroo__V1__Frame f = WALLAROO__V1__FRAME__INIT;
+	Wallaroo__V1__Refuse rf = WALLAROO__V1__REFUSE__INIT;
+
+	rf.code = code;
+	rf.message = (char *)msg;
+	f.body_case = WALLAROO__V1__FRAME__BODY_REFUSE;
+	f.refuse = &rf;
+	send_frame(r, &f);
+}
+
+static void
+on_hello(wl_runner *r, const Wallaroo__V1__Hello *h)
+{
+	Wallaroo__V1__Frame f = WALLAROO__V1__FRAME__INIT;
+	Wallaroo__V1__Welcome w = WALLAROO__V1__WELCOME__INIT;
+	Wallaroo__V1__AssignSteps a = WALLAROO__V1__ASSIGN_STEPS__INIT;
+	char msg[160];
+
+	if (h->version_major != WL_PROTO_MAJOR) {
+		snprintf(msg, sizeof(msg),
+		    "protocol version %u.%u is not supported; this engine speaks %d.x",
+		    h->version_major, h->version_minor, WL_PROTO_MAJOR);
+		refuse(r, WALLAROO__V1__ERROR_CODE__ERROR_CODE_BAD_VERSION, msg);
+		kill_process(r, "RUN-REFUSED", msg);
+		return;
+	}
+	if (strcmp(h->token, r->token) != 0) {
+		refuse(r, WALLAROO__V1__ERROR_CODE__ERROR_CODE_BAD_TOKEN,
+		    "token does not match the one this engine handed out");
+		kill_process(r, "RUN-REFUSED", "wrong token in hello");
+		return;
+	}
+	if (h->role != WALLAROO__V1__ROLE__ROLE_RUNNER) {
+		refuse(r, WALLAROO__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME,
+		    "this address serves a runner; hello has another role");
+		kill_process(r, "RUN-REFUSED", "hello with a role other than runner");
+		return;
+	}
+	w.version_major = WL_PROTO_MAJOR;
+	w.version_minor = WL_PROTO_MINOR;
+	w.worker = (char *)r->cfg.worker;
+	w.incarnation = r->cfg.incarnation;
+	w.max_message_bytes = r->cfg.limits->message_max_bytes;
+	w.max_batch_events = r->cfg.limits->batch_max_events;
+	w.max_inflight_batches = r->cfg.limits->inflight_batches;
+	w.heartbeat_interval_ms = r->cfg.limits->heartbeat_ms;
+	f.body_case = WALLAROO__V1__FRAME__BODY_WELCOME;
+	f.welcome = &w;
+	send_frame(r, &f);
+
+	a.n_steps = r->cfg.nsteps;
+	a.steps = (Wallaroo__V1__StepSpec **)r->cfg.steps;
+	f.body_case = WALLAROO__V1__FRAME__BODY_ASSIGN;
+	f.assign = &a;
+	send_frame(r, &f);
+	set_state(r, RS_ASSIGNING);
+}
+
+static void
+on_frame(wl_runner *r, const wl_frame *f)
+{
+	char msg[200];
+
+	switch (f->body_case) {
+	case WALLAROO__V1__FRAME__BODY_HELLO:
+		if (r->state == RS_STARTING) {
+			on_hello(r, f->hello);
+			return;
+		}
+		break;
+	case WALLAROO__V1__FRAME__BODY_READY:
+		if (r->state == RS_ASSIGNING) {
+			set_state(r, RS_READY);
+			r->ever_ready = true;
+			r->last_reply = ev_now(r->loop);
+			wl_log("RUN-READY", "runner %s pid %d serves %zu step(s)",
+			    r->name, (int)r->pid, r->cfg.nsteps);
+			r->hooks.ready(r->arg, r);
+			return;
+		}
+		break;
+	case WALLAROO__V1__FRAME__BODY_REPLY:
+		if (r->state == RS_READY) {
+			if (r->inflight == 0) {
+				kill_process(r, "RUN-PROTO",
+				    "sent a reply with no batch in flight");
+				return;
+			}
+			if (r->hooks.reply(r->arg, r, f->reply) != WL_OK) {
+				kill_process(r, "RUN-PROTO", "sent a reply that does "
+				    "not match its batch (see the line above)");
+				return;
+			}
+			r->inflight_head = (r->inflight_head + 1) % MAX_TRACKED;
+			r->inflight--;
+			r->fails = 0;
+			r->last_reply = ev_now(r->loop);
+			return;
+		}
+		break;
+	case WALLAROO__V1__FRAME__BODY_HEARTBEAT:
+		if (r->state == RS_ASSIGNING || r->state == RS_READY ||
+		    r->state == RS_STOPPING) {
+			if (f->heartbeat->reply) {
+				Wallaroo__V1__Frame o = WALLAROO__V1__FRAME__INIT;
+				Wallaroo__V1__Heartbeat hb = WALLAROO__V1__HEARTBEAT__INIT;
+				hb.seq = f->heartbeat->seq;
+				o.body_case = WALLAROO__V1__FRAME__BODY_HEARTBEAT;
+				o.heartbeat = &hb;
+				send_frame(r, &o);
+			} else if (f->heartbeat->seq == r->ping_seq) {
+				r->ping_sent = 0;
+			}
+			return;
+		}
+		break;
+	case WALLAROO__V1__FRAME__BODY_ERROR:
+		snprintf(msg, sizeof(msg), "reported an error (code %d): %s",
+		    (int)f->error->code, f->error->message);
+		if (r->state == RS_ASSIGNING) {
+			/* Typically a step function the program lacks: the
+			 * process exits and the failure count grows. */
+			wl_log("RUN-ERROR", "runner %s %s", r->name, msg);
+			return;
+		}
+		if (r->state == RS_READY || r->state == RS_STOPPING) {
+			wl_log("RUN-ERROR", "runner %s %s", r->name, msg);
+			if (f->error->batch_id == 0 || r->state != RS_READY)
+				return;
+			if (r->inflight == 0 || r->hooks.failed(r->arg, r,
+			    f->error->batch_id, f->error->message) != WL_OK) {
+				kill_process(r, "RUN-PROTO", "sent an error about a "
+				    "batch that is not the oldest in flight");
+				return;
+			}
+			r->inflight_head = (r->inflight_head + 1) % MAX_TRACKED;
+			r->inflight--;
+			r->last_reply = ev_now(r->loop);
+			return;
+		}
+		break;
+	case WALLAROO__V1__FRAME__BODY_GOODBYE:
+		wl_log("RUN-GOODBYE", "runner %s pid %d is leaving: %s", r->name,
+		    (int)r->pid, f->goodbye->reason);
+		return;
+	default:
+		break;
+	}
+	snprintf(msg, sizeof(msg), "sent a %s frame, not allowed while %s",
+	    wl_frame_name(f), state_names[r->state]);
+	kill_process(r, "RUN-PROTO", msg);
+}
+
+static void
+link_recv(void *arg, nng_msg *m)
+{
+	wl_runner *r = arg;
+	wl_frame *f;
+	char msg[120];
+
+	r->last_rx = ev_now(r->loop);
+	if (r->state == RS_KILLED || r->state == RS_STOPPED) {
+		nng_msg_free(m);
+		return;
+	}
+	if (wl_frame_decode(&f, nng_msg_body(m), nng_msg_len(m)) != WL_OK) {
+		snprintf(msg, sizeof(msg),
+		    "sent %zu bytes that are not a protocol frame",
+		    nng_msg_len(m));
+		nng_msg_free(m);
+		kill_process(r, "RUN-GARBAGE", msg);
+		return;
+	}
+	nng_msg_free(m);
+	on_frame(r, f);
+	wl_frame_free(f);
+}
+
+static void
+link_event(void *arg, wl_link_event ev)
+{
+	wl_runner *r = arg;
+	char msg[160];
+
+	if (ev != WL_LINK_DOWN)
+		return;
+	if (r->state == RS_STOPPING) {
+		/* Expected: it is exiting after our Goodbye. */
+		return;
+	}
+	snprintf(msg, sizeof(msg),
+	    "connection closed while %s (a frame over message_max_bytes=%u "
+	    "closes it, as does the process exiting)",
+	    state_names[r->state], r->cfg.limits->message_max_bytes);
+	kill_process(r, "RUN-DISCONNECT", msg);
+}
+
+static void
+random_token(char out[33])
+{
+	unsigned char b[16];
+
+	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+		/* Not secret without getrandom, but still unique enough to
+		 * tell incarnations apart. */
+		for (size_t i = 0; i < sizeof(b); i++)
+			b[i] = (unsigned char)(rand() & 0xff);
+	}
+	for (size_t i = 0; i < sizeof(b); i++)
+		snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+/* Builds the child's environment: ours, the program's, then ours again
+ * for the WALLAROO_* variables, which the topology cannot override. */
+static char **
+child_env(wl_runner *r)
+{
+	size_t n = 0, k = 0;
+	char **env;
+
+	while (environ[n])
+		n++;
+	env = calloc(n + r->cfg.program->envc + 8, sizeof(*env));
+	if (env == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], "WALLAROO_", 9) != 0)
+			env[k++] = strdup(environ[i]);
+	for (size_t i = 0; i < r->cfg.program->envc; i++)
+		env[k++] = strdup(r->cfg.program->env[i]);
+	if (asprintf(&env[k++], "WALLAROO_ENGINE_ADDR=%s", r->url) < 0 ||
+	    asprintf(&env[k++], "WALLAROO_TOKEN=%s", r->token) < 0 ||
+	    asprintf(&env[k++], "WALLAROO_PROGRAM=%s", r->cfg.program->name) < 0 ||
+	    asprintf(&env[k++], "WALLAROO_INSTANCE=%u", r->cfg.instance) < 0 ||
+	    asprintf(&env[k++], "WALLAROO_MAX_MESSAGE_BYTES=%u",
+	    r->cfg.limits->message_max_bytes) < 0)
+		return NULL;
+	env[k] = NULL;
+	return env;
+}
+
+static void
+free_env(char **env)
+{
+	if (env == NULL)
+		return;
+	for (size_t i = 0; env[i]; i++)
+		free(env[i]);
+	free(env);
+}
+
+static void child_cb(struct ev_loop *loop, ev_child *w, int revents);
+static void schedule_restart(wl_runner *r);
+
+static void
+spawn(wl_runner *r)
+{
+	static const wl_link_hooks hooks = { link_recv, link_event };
+	char **env;
+	pid_t pid;
+
+	r->generation++;
+	random_token(r->token);
+	snprintf(r->url, sizeof(r->url), "ipc://%s/%s-%u.%u.sock",
+	    r->cfg.sockdir, r->cfg.program->name, r->cfg.instance,
+	    r->generation);
+	if (wl_link_listen(&r->link, r->loop, r->url,
+	    r->cfg.limits->message_max_bytes, &hooks, r) != WL_OK) {
+		r->fails++;
+		schedule_restart(r);
+		return;
+	}
+	env = child_env(r);
+	if (env == NULL) {
+		wl_log("SUP-ERROR", "runner %s: out of memory building its "
+		    "environment", r->name);
+		wl_link_close(r->link);
+		r->link = NULL;
+		r->fails++;
+		schedule_restart(r);
+		return;
+	}
+	pid = fork();
+	if (pid == 0) {
+		/* The child: only async-signal-safe calls until exec. Dying
+		 * with the engine keeps no orphan runner serving nobody. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(STDERR_FILENO, STDOUT_FILENO);
+		if (r->cfg.program->cwd && chdir(r->cfg.program->cwd) != 0)
+			_exit(126);
+		environ = env;
+		execvp(r->cfg.program->argv[0], r->cfg.program->argv);
+		_exit(127);
+	}
+	free_env(env);
+	if (pid < 0) {
+		wl_log("SUP-ERROR", "runner %s: fork: %s", r->name,
+		    strerror(errno));
+		wl_link_close(r->link);
+		r->link = NULL;
+		r->fails++;
+		schedule_restart(r);
+		return;
+	}
+	r->pid = pid;
+	r->ever_ready = false;
+	r->ping_sent = 0;
+	r->inflight = 0;
+	r->inflight_head = 0;
+	r->why[0] = '\0';
+	ev_child_init(&r->child, child_cb, pid, 0);
+	r->child.data = r;
+	ev_child_start(r->loop, &r->child);
+	set_state(r, RS_STARTING);
+	wl_log("SUP-SPAWN", "runner %s pid %d: %s (incarnation %u)", r->name,
+	    (int)pid, r->cfg.program->argv[0], r->generation);
+}
+
+static void
+backoff_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	wl_runner *r = w->data;
+
+	(void)loop;
+	(void)revents;
+	if (r->stop_requested) {
+		set_state(r, RS_STOPPED);
+		return;
+	}
+	spawn(r);
+}
+
+static void
+schedule_restart(wl_runner *r)
+{
+	double ms = r->cfg.limits->restart_backoff_ms;
+
+	set_state(r, RS_IDLE);
+	if (r->stop_requested) {
+		set_state(r, RS_STOPPED);
+		return;
+	}
+	if (r->fails >= MAX_FAILS_BEFORE_READY && !r->ever_ready) {
+		wl_log("SUP-GIVEUP", "runner %s failed %u times in a row without "
+		    "becoming ready; check its argv and that it registers every "
+		    "step the topology assigns to it", r->name, r->fails);
+		r->hooks.fatal(r->arg, r);
+		return;
+	}
+	for (uint32_t i = 1; i < r->fails && ms < r->cfg.limits->restart_backoff_max_ms; i++)
+		ms *= 2;
+	if (ms > r->cfg.limits->restart_backoff_max_ms)
+		ms = r->cfg.limits->restart_backoff_max_ms;
+	if (r->fails == 0)
+		ms = 0;
+	wl_log("SUP-RESTART", "runner %s restarts in %.0f ms (failure %u in a row)",
+	    r->name, ms, r->fails);
+	ev_timer_set(&r->backoff, ms / 1000.0, 0.);
+	ev_timer_start(r->loop, &r->backoff);
+}
+
+static void
+child_cb(struct ev_loop *loop, ev_child *w, int revents)
+{
+	wl_runner *r = w->data;
+	int st = w->rstatus;
+	bool was_ready = r->state == RS_READY || r->state == RS_KILLED;
+	bool stopping = r->state == RS_STOPPING || r->stop_requested;
+
+	(void)revents;
+	ev_child_stop(loop, w);
+	if (WIFEXITED(st))
+		wl_log(stopping ? "SUP-EXIT" : "SUP-CRASH",
+		    "runner %s pid %d exited with status %d%s%s", r->name,
+		    (int)r->pid, WEXITSTATUS(st), r->why[0] ? " after: " : "",
+		    r->why);
+	else
+		wl_log(stopping ? "SUP-EXIT" : "SUP-CRASH",
+		    "runner %s pid %d was killed by signal %d%s%s", r->name,
+		    (int)r->pid, WTERMSIG(st), r->why[0] ? " after: " : "",
+		    r->why);
+	wl_link_close(r->link);
+	r->link = NULL;
+	r->pid = 0;
+	r->inflight = 0;
+	(void)was_ready;
+	r->hooks.down(r->arg, r);
+	if (stopping) {
+		set_state(r, RS_STOPPED);
+		return;
+	}
+	/* A crash counts against the slot only while it makes no progress:
+	 * one good reply resets the count (see on_frame). */
+	r->fails++;
+	schedule_restart(r);
+}
+
+wl_err
+wl_runner_new(wl_runner **out, struct ev_loop *loop,
+    const wl_runner_config *cfg, const wl_runner_hooks *hooks, void *arg)
+{
+	wl_runner *r = calloc(1, sizeof(*r));
+
+	if (r == NULL)
+		return WL_ERR_NOMEM;
+	r->loop = loop;
+	r->cfg = *cfg;
+	r->hooks = *hooks;
+	r->arg = arg;
+	snprintf(r->name, sizeof(r->name), "%s/%u", cfg->program->name,
+	    cfg->instance);
+	ev_timer_init(&r->backoff, backoff_cb, 0., 0.);
+	r->backoff.data = r;
+	r->state = RS_IDLE;
+	*out = r;
+	return WL_OK;
+}
+
+void
+wl_runner_start(wl_runner *r)
+{
+	spawn(r);
+}
+
+wl_err
+wl_runner_send_batch(wl_runner *r, nng_msg *m)
+{
+	if (r->state != RS_READY || r->inflight >= MAX_TRACKED) {
+		nng_msg_free(m);
+		return WL_ERR_STATE;
+	}
+	r->sent_at[(r->inflight_head + r->inflight) % MAX_TRACKED] =
+	    ev_now(r->loop);
+	r->inflight++;
+	return wl_link_send(r->link, m);
+}
+
+void
+wl_runner_tick(wl_runner *r, ev_tstamp now)
+{
+	const wl_limits *lim = r->cfg.limits;
+	char msg[160];
+
+	switch (r->state) {
+	case RS_STARTING:
+	case RS_ASSIGNING:
+		if (now - r->state_since > lim->heartbeat_timeout_ms / 1000.0) {
+			snprintf(msg, sizeof(msg), "no %s within %u ms",
+			    r->state == RS_STARTING ? "hello" : "ready",
+			    lim->heartbeat_timeout_ms);
+			kill_process(r, "RUN-HUNG", msg);
+		}
+		break;
+	case RS_READY:
+		if (r->inflight > 0) {
+			ev_tstamp t = r->sent_at[r->inflight_head];
+			if (r->last_reply > t)
+				t = r->last_reply;
+			if (now - t > lim->batch_deadline_ms / 1000.0) {
+				snprintf(msg, sizeof(msg), "no reply to a batch "
+				    "within batch_deadline_ms=%u",
+				    lim->batch_deadline_ms);
+				kill_process(r, "RUN-HUNG", msg);
+			}
+			break;
+		}
+		if (r->ping_sent > 0) {
+			if (now - r->ping_sent > lim->heartbeat_timeout_ms / 1000.0) {
+				snprintf(msg, sizeof(msg), "no heartbeat answer "
+				    "within heartbeat_timeout_ms=%u",
+				    lim->heartbeat_timeout_ms);
+				kill_process(r, "RUN-HUNG", msg);
+			}
+		} else if (now - r->last_rx > lim->heartbeat_ms / 1000.0) {
+			Wallaroo__V1__Frame f = WALLAROO__V1__FRAME__INIT;
+			Wallaroo__V1__Heartbeat hb = WALLAROO__V1__HEARTBEAT__INIT;
+			hb.seq = ++r->ping_seq;
+			hb.reply = true;
+			f.body_case = WALLAROO__V1__FRAME__BODY_HEARTBEAT;
+			f.heartbeat = &hb;
+			send_frame(r, &f);
+			r->ping_sent = now;
+		}
+		break;
+	case RS_STOPPING:
+		if (now > r->stop_deadline && r->pid > 0) {
+			wl_log("SUP-KILL", "runner %s pid %d did not exit after "
+			    "goodbye; killing it", r->name, (int)r->pid);
+			kill(r->pid, SIGKILL);
+			r->stop_deadline = now + 3600;
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+void
+wl_runner_stop(wl_runner *r, ev_tstamp grace)
+{
+	Wallaroo__V1__Frame f = WALLAROO__V1__FRAME__INIT;
+	Wallaroo__V1__Goodbye g = WALLAROO__V1__GOODBYE__INIT;
+
+	r->stop_requested = true;
+	switch (r->state) {
+	case RS_IDLE:
+		ev_timer_stop(r->loop, &r->backoff);
+		set_state(r, RS_STOPPED);
+		break;
+	case RS_STARTING:
+	case RS_ASSIGNING:
+	case RS_READY:
+		g.reason = "engine shutting down";
+		f.body_case = WALLAROO__V1__FRAME__BODY_GOODBYE;
+		f.goodbye = &g;
+		send_frame(r, &f);
+		set_state(r, RS_STOPPING);
+		r->stop_deadline = ev_now(r->loop) + grace;
+		break;
+	default:
+		/* KILLED: the reaper sees stop_requested and stops. */
+		break;
+	}
+}
+
+void
+wl_runner_free(wl_runner *r)
+{
+	if (r == NULL)
+		return;
+	if (r->pid > 0) {
+		kill(r->pid, SIGKILL);
+		ev_child_stop(r->loop, &r->child);
+	}
+	ev_timer_stop(r->loop, &r->backoff);
+	wl_link_close(r->link);
+	free(r);
+}

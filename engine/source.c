@@ -1,0 +1,568 @@
+/*
+ * source.c -- built-in file and TCP sources.
+ *
+ * Stream ids: a file source is stream (index + 1); every TCP connection
+ * gets its own stream, numbered from 1 << 20 upwards. Message ids start at
+ * 1 in every stream and increase by one per event.
+ */
+#include "source.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define READ_CHUNK (256 * 1024)
+
+/* The life of a source. */
+typedef enum {
+	SS_NEW,      /* not started */
+	SS_READING,  /* reading (file) or accepting (tcp) */
+	SS_ENDED,    /* end of file, fatal error, or stopped */
+} source_state;
+
+typedef struct conn conn;
+
+/* Frame parser over a growable buffer, shared by files and connections. */
+typedef struct {
+	uint8_t *buf;
+	size_t start, end, cap;
+	uint32_t stream_id;
+	uint64_t next_id;
+	uint64_t offset;   /* bytes consumed so far, for error messages */
+} reader;
+
+struct conn {
+	conn *next;
+	wl_source *src;
+	int fd;
+	ev_io rio;
+	reader rd;
+	char peer[64];
+};
+
+struct wl_source {
+	const wl_io *def;
+	int index;
+	struct ev_loop *loop;
+	wl_source_hooks hooks;
+	void *arg;
+	source_state state;
+	bool paused;
+	int fd;           /* file, or the listening socket */
+	ev_idle idle;     /* file: read while there is room */
+	ev_io lio;        /* tcp: accept */
+	reader rd;        /* file */
+	conn *conns;
+	uint16_t port;
+	uint64_t events, bytes, errors;
+	uint64_t pauses;  /* times back pressure paused it */
+};
+
+static uint32_t next_tcp_stream = 1u << 20;
+
+static uint64_t
+mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int64_t
+wall_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int
+reader_init(reader *rd, size_t max_frame)
+{
+	rd->cap = READ_CHUNK + max_frame + 8;
+	rd->buf = malloc(rd->cap);
+	rd->start = rd->end = 0;
+	rd->next_id = 1;
+	return rd->buf ? 0 : -1;
+}
+
+static void
+emit(wl_source *s, reader *rd, const uint8_t *p, uint32_t n)
+{
+	wl_event *e = wl_event_new(NULL, 0, p, n);
+
+	if (e == NULL) {
+		wl_log("SRC-ERROR", "source '%s': out of memory", s->def->name);
+		s->errors++;
+		return;
+	}
+	e->stream_id = rd->stream_id;
+	e->message_id = rd->next_id++;
+	e->event_time = wall_us();
+	e->ingest_ns = mono_ns();
+	s->events++;
+	s->bytes += n;
+	s->hooks.event(s->arg, s->index, e);
+}
+
+/*
+ * Emits every complete frame in the buffer. Returns 0, or -1 when the
+ * stream is broken (a frame over the limit): the caller ends the stream.
+ */
+static int
+parse(wl_source *s, reader *rd, const char *where)
+{
+	while (rd->start < rd->end) {
+		uint8_t *p = rd->buf + rd->start;
+		size_t avail = rd->end - rd->start;
+		if (s->def->framing == WL_FRAMING_LINE) {
+			uint8_t *nl = memchr(p, '\n', avail);
+			if (nl == NULL) {
+				if (avail > s->def->max_frame_bytes) {
+					wl_log("SRC-FRAME", "source '%s' %s offset %llu: "
+					    "line longer than max_frame_bytes=%u",
+					    s->def->name, where,
+					    (unsigned long long)rd->offset,
+					    s->def->max_frame_bytes);
+					s->errors++;
+					return -1;
+				}
+				break;
+			}
+			if ((size_t)(nl - p) > s->def->max_frame_bytes) {
+				wl_log("SRC-FRAME", "source '%s' %s offset %llu: "
+				    "line longer than max_frame_bytes=%u",
+				    s->def->name, where,
+				    (unsigned long long)rd->offset,
+				    s->def->max_frame_bytes);
+				s->errors++;
+				return -1;
+			}
+			uint32_t n = (uint32_t)(nl - p);
+			if (n > 0 && p[n - 1] == '\r')
+				n--;
+			emit(s, rd, p, n);
+			rd->start += (size_t)(nl - p) + 1;
+			rd->offset += (uint64_t)(nl - p) + 1;
+		} else {
+			uint32_t n;
+			if (avail < 4)
+				break;
+			n = ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+			    ((uint32_t)p[2] << 8) | p[3];
+			if (n > s->def->max_frame_bytes) {
+				wl_log("SRC-FRAME", "source '%s' %s offset %llu: frame "
+				    "of %u bytes exceeds max_frame_bytes=%u",
+				    s->def->name, where,
+				    (unsigned long long)rd->offset, n,
+				    s->def->max_frame_bytes);
+				s->errors++;
+				return -1;
+			}
+			if (avail < 4 + (size_t)n)
+				break;
+			emit(s, rd, p + 4, n);
+			rd->start += 4 + (size_t)n;
+			rd->offset += 4 + (uint64_t)n;
+		}
+	}
+	if (rd->start == rd->end)
+		rd->start = rd->end = 0;
+	return 0;
+}
+
+/* Makes room for READ_CHUNK more bytes. */
+static void
+reader_compact(reader *rd)
+{
+	if (rd->start > 0 && rd->cap - rd->end < READ_CHUNK) {
+		memmove(rd->buf, rd->buf + rd->start, rd->end - rd->start);
+		rd->end -= rd->start;
+		rd->start = 0;
+	}
+}
+
+/* Reports a partial frame left at the end of a stream. */
+static void
+leftover(wl_source *s, reader *rd, const char *where)
+{
+	size_t n = rd->end - rd->start;
+
+	if (n == 0)
+		return;
+	if (s->def->framing == WL_FRAMING_LINE) {
+		/* A last line without '\n' is still a line. */
+		emit(s, rd, rd->buf + rd->start, (uint32_t)n);
+		rd->start = rd->end = 0;
+		return;
+	}
+	wl_log("SRC-TRUNCATED", "source '%s' %s offset %llu: stream ended "
+	    "inside a frame (%zu bytes dropped)", s->def->name, where,
+	    (unsigned long long)rd->offset, n);
+	s->errors++;
+}
+
+static void
+end_source(wl_source *s)
+{
+	if (s->state == SS_ENDED)
+		return;
+	s->state = SS_ENDED;
+	ev_idle_stop(s->loop, &s->idle);
+	if (s->def->type == WL_IO_FILE && s->fd >= 0) {
+		close(s->fd);
+		s->fd = -1;
+	}
+	wl_log("SRC-END", "source '%s' ended after %llu events",
+	    s->def->name, (unsigned long long)s->events);
+	s->hooks.ended(s->arg, s->index);
+}
+
+static void
+file_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	wl_source *s = w->data;
+	reader *rd = &s->rd;
+	ssize_t n;
+
+	(void)loop;
+	(void)revents;
+	reader_compact(rd);
+	n = read(s->fd, rd->buf + rd->end, rd->cap - rd->end);
+	if (n < 0) {
+		if (errno == EINTR)
+			return;
+		wl_log("SRC-ERROR", "source '%s': read %s: %s", s->def->name,
+		    s->def->path, strerror(errno));
+		s->errors++;
+		end_source(s);
+		return;
+	}
+	if (n == 0) {
+		leftover(s, rd, s->def->path);
+		end_source(s);
+		return;
+	}
+	rd->end += (size_t)n;
+	if (parse(s, rd, s->def->path) != 0) {
+		end_source(s);
+		return;
+	}
+	if (s->hooks.pressure(s->arg)) {
+		s->paused = true;
+		s->pauses++;
+		ev_idle_stop(s->loop, &s->idle);
+	}
+}
+
+static void
+conn_close(conn *c)
+{
+	wl_source *s = c->src;
+	conn **pp;
+
+	ev_io_stop(s->loop, &c->rio);
+	close(c->fd);
+	for (pp = &s->conns; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	free(c->rd.buf);
+	free(c);
+}
+
+static void
+conn_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	conn *c = w->data;
+	wl_source *s = c->src;
+	reader *rd = &c->rd;
+	ssize_t n;
+
+	(void)loop;
+	(void)revents;
+	reader_compact(rd);
+	n = read(c->fd, rd->buf + rd->end, rd->cap - rd->end);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		if (n < 0)
+			wl_log("SRC-ERROR", "source '%s' peer %s: %s",
+			    s->def->name, c->peer, strerror(errno));
+		leftover(s, rd, c->peer);
+		wl_log("SRC-CLOSE", "source '%s' peer %s closed after %llu "
+		    "events", s->def->name, c->peer,
+		    (unsigned long long)(rd->next_id - 1));
+		conn_close(c);
+		return;
+	}
+	rd->end += (size_t)n;
+	if (parse(s, rd, c->peer) != 0) {
+		/* The rest of this stream cannot be framed: close it. The
+		 * frames before the bad one were delivered. */
+		wl_log("SRC-CLOSE", "source '%s' peer %s: closing the "
+		    "connection after a bad frame", s->def->name, c->peer);
+		conn_close(c);
+		return;
+	}
+	if (s->hooks.pressure(s->arg)) {
+		s->paused = true;
+		s->pauses++;
+		for (conn *x = s->conns; x; x = x->next)
+			ev_io_stop(s->loop, &x->rio);
+	}
+}
+
+static void
+accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	wl_source *s = w->data;
+	struct sockaddr_storage sa;
+	socklen_t sl = sizeof(sa);
+	char host[48] = "?", port[8] = "?";
+	conn *c;
+	int fd;
+
+	(void)revents;
+	fd = accept4(s->fd, (struct sockaddr *)&sa, &sl,
+	    SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0)
+		return;
+	c = calloc(1, sizeof(*c));
+	if (c == NULL || reader_init(&c->rd, s->def->max_frame_bytes) != 0) {
+		wl_log("SRC-ERROR", "source '%s': out of memory accepting a "
+		    "connection", s->def->name);
+		free(c);
+		close(fd);
+		return;
+	}
+	getnameinfo((struct sockaddr *)&sa, sl, host, sizeof(host), port,
+	    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+	snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
+	c->src = s;
+	c->fd = fd;
+	c->rd.stream_id = next_tcp_stream++;
+	c->next = s->conns;
+	s->conns = c;
+	ev_io_init(&c->rio, conn_cb, fd, EV_READ);
+	c->rio.data = c;
+	if (!s->paused)
+		ev_io_start(loop, &c->rio);
+	wl_log("SRC-ACCEPT", "source '%s' accepted %s as stream %u",
+	    s->def->name, c->peer, c->rd.stream_id);
+}
+
+wl_err
+wl_source_new(wl_source **out, struct ev_loop *loop, const wl_io *def,
+    int index, const wl_source_hooks *hooks, void *arg)
+{
+	wl_source *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return WL_ERR_NOMEM;
+	s->def = def;
+	s->index = index;
+	s->loop = loop;
+	s->hooks = *hooks;
+	s->arg = arg;
+	s->fd = -1;
+	s->state = SS_NEW;
+	ev_idle_init(&s->idle, file_cb);
+	/* Highest priority: the idle watcher then runs on every loop
+	 * iteration, even when replies keep other watchers busy, so a file
+	 * source is starved only by back pressure. */
+	ev_set_priority(&s->idle, EV_MAXPRI);
+	s->idle.data = s;
+	ev_init(&s->lio, accept_cb);
+	s->lio.data = s;
+	*out = s;
+	return WL_OK;
+}
+
+static wl_err
+tcp_listen(wl_source *s)
+{
+	struct addrinfo hints, *ai = NULL;
+	struct sockaddr_storage sa;
+	socklen_t sl = sizeof(sa);
+	char port[8];
+	int one = 1;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	snprintf(port, sizeof(port), "%u", s->def->port);
+	if (getaddrinfo(s->def->host, port, &hints, &ai) != 0 || ai == NULL) {
+		wl_log("SRC-ERROR", "source '%s': cannot resolve %s",
+		    s->def->name, s->def->host);
+		return WL_ERR_IO;
+	}
+	s->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (s->fd < 0 ||
+	    setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+	    bind(s->fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
+	    listen(s->fd, 64) != 0) {
+		wl_log("SRC-ERROR", "source '%s': cannot listen on %s:%u: %s",
+		    s->def->name, s->def->host, s->def->port, strerror(errno));
+		freeaddrinfo(ai);
+		if (s->fd >= 0)
+			close(s->fd);
+		s->fd = -1;
+		return WL_ERR_IO;
+	}
+	freeaddrinfo(ai);
+	if (getsockname(s->fd, (struct sockaddr *)&sa, &sl) == 0)
+		s->port = ntohs(sa.ss_family == AF_INET6 ?
+		    ((struct sockaddr_in6 *)&sa)->sin6_port :
+		    ((struct sockaddr_in *)&sa)->sin_port);
+	ev_io_set(&s->lio, s->fd, EV_READ);
+	ev_io_start(s->loop, &s->lio);
+	wl_log("SRC-LISTEN", "source '%s' listening on %s:%u", s->def->name,
+	    s->def->host, s->port);
+	return WL_OK;
+}
+
+wl_err
+wl_source_start(wl_source *s)
+{
+	if (s->state != SS_NEW)
+		return WL_ERR_STATE;
+	if (s->def->type == WL_IO_TCP) {
+		if (tcp_listen(s) != WL_OK)
+			return WL_ERR_IO;
+		s->state = SS_READING;
+		return WL_OK;
+	}
+	s->fd = open(s->def->path, O_RDONLY | O_CLOEXEC);
+	if (s->fd < 0) {
+		wl_log("SRC-ERROR", "source '%s': cannot open %s: %s",
+		    s->def->name, s->def->path, strerror(errno));
+		return WL_ERR_IO;
+	}
+	if (reader_init(&s->rd, s->def->max_frame_bytes) != 0) {
+		close(s->fd);
+		s->fd = -1;
+		return WL_ERR_NOMEM;
+	}
+	s->rd.stream_id = (uint32_t)s->index + 1;
+	s->state = SS_READING;
+	wl_log("SRC-START", "source '%s' reading %s", s->def->name,
+	    s->def->path);
+	ev_idle_start(s->loop, &s->idle);
+	return WL_OK;
+}
+
+void
+wl_source_resume(wl_source *s)
+{
+	if (!s->paused || s->state != SS_READING)
+		return;
+	s->paused = false;
+	if (s->def->type == WL_IO_FILE) {
+		ev_idle_start(s->loop, &s->idle);
+		return;
+	}
+	for (conn *c = s->conns; c; c = c->next)
+		ev_io_start(s->loop, &c->rio);
+}
+
+bool
+wl_source_paused(const wl_source *s)
+{
+	return s->paused;
+}
+
+void
+wl_source_stop(wl_source *s)
+{
+	if (s->state == SS_ENDED)
+		return;
+	if (s->def->type == WL_IO_TCP) {
+		ev_io_stop(s->loop, &s->lio);
+		if (s->fd >= 0)
+			close(s->fd);
+		s->fd = -1;
+		while (s->conns)
+			conn_close(s->conns);
+	}
+	if (s->state == SS_NEW)
+		s->state = SS_READING; /* so that end_source reports it */
+	end_source(s);
+}
+
+bool
+wl_source_started(const wl_source *s)
+{
+	return s->state != SS_NEW;
+}
+
+bool
+wl_source_ended(const wl_source *s)
+{
+	return s->state == SS_ENDED;
+}
+
+const char *
+wl_source_name(const wl_source *s)
+{
+	return s->def->name;
+}
+
+uint64_t
+wl_source_events(const wl_source *s)
+{
+	return s->events;
+}
+
+uint64_t
+wl_source_bytes(const wl_source *s)
+{
+	return s->bytes;
+}
+
+uint64_t
+wl_source_errors(const wl_source *s)
+{
+	return s->errors;
+}
+
+uint64_t
+wl_source_pauses(const wl_source *s)
+{
+	return s->pauses;
+}
+
+uint16_t
+wl_source_port(const wl_source *s)
+{
+	return s->port;
+}
+
+void
+wl_source_free(wl_source *s)
+{
+	if (s == NULL)
+		return;
+	ev_idle_stop(s->loop, &s->idle);
+	ev_io_stop(s->loop, &s->lio);
+	while (s->conns)
+		conn_close(s->conns);
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s->rd.buf);
+	free(s);
+}

@@ -1,0 +1,56 @@
+/*
+ * state.h -- keyed state owned by the engine: opaque bytes per
+ * (state id, key). An entry is created the first time a key is seen and
+ * stays (with present = false) until a reply gives it a value.
+ *
+ * The entry is a hot-path record read by the dataflow, so its struct is
+ * public; the table that holds entries is private to state.c.
+ */
+#ifndef WL_STATE_H
+#define WL_STATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+typedef struct wl_state_entry wl_state_entry;
+struct wl_state_entry {
+	wl_state_entry *next;  /* hash chain; owned by the table */
+	uint64_t hash;
+	uint64_t locked_by;    /* batch id holding the key in flight, 0 = free */
+	uint32_t state_id;
+	uint32_t klen;
+	uint32_t vlen;
+	bool present;          /* false: the key has no state yet */
+	uint8_t *value;        /* vlen bytes, owned by the entry */
+	wl_state_entry *mark;  /* scratch link for building batches */
+	uint8_t key[];
+};
+
+typedef struct wl_state wl_state;
+
+/* Creates an empty store in *out; free with wl_state_free. */
+wl_err wl_state_new(wl_state **out);
+
+/* Frees the store and every entry; accepts NULL. */
+void wl_state_free(wl_state *s);
+
+/* Finds the entry of (state_id, key), creating an empty one (present =
+ * false) when `create` is true. Returns NULL when absent and not created,
+ * or out of memory. The store keeps ownership of the entry; the pointer
+ * stays valid until wl_state_free. */
+wl_state_entry *wl_state_get(wl_state *s, uint32_t state_id, const void *key,
+    uint32_t klen, bool create);
+
+/* Replaces the value of `e` by a copy of `value` (present = true), or
+ * clears it (present = false, value ignored). */
+wl_err wl_state_set(wl_state *s, wl_state_entry *e, const void *value,
+    uint32_t vlen, bool present);
+
+/* Number of entries and bytes of keys plus values held. */
+size_t wl_state_count(const wl_state *s);
+size_t wl_state_bytes(const wl_state *s);
+
+#endif
