@@ -1,0 +1,2509 @@
+/*
+ * topology.c -- reads and validates the topology file into a wl_topology.
+ *
+ * Loading happens in three passes over the text, so that one run reports
+ * every problem in the file and not just the first:
+ *
+ *  1. libyaml's event parser builds a small tree of our own nodes. We use
+ *     events rather than yaml_parser_load() because the document API
+ *     silently resolves aliases and drops anchors, and we want to reject
+ *     both with their position. Map keys are then checked once, globally,
+ *     for duplicates and for keys that are not strings.
+ *  2. Each section is validated field by field into a draft wl_topology,
+ *     keeping the tree nodes that later checks need for their positions.
+ *     A field that is wrong is reported and left at its default, so the
+ *     checks after it still run.
+ *  3. Names are resolved across sections (inputs, programs, `after`), and
+ *     the graph is checked: unique names, dangling references, nodes that
+ *     feed nothing, cycles. Only if nothing was reported are the steps put
+ *     in topological order and the edges built.
+ *
+ * Problems are collected, sorted by position and printed at the end, as
+ * "file:line:col: message", so the output reads top to bottom like the file.
+ * Nothing here recurses on the input's shape, so no input can exhaust the
+ * stack.
+ */
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+#include "topology.h"
+
+#define CORE_TAG "tag:yaml.org,2002:"
+
+/* The characters allowed in names, as told to the user. */
+#define NAME_CHARS "letters, digits, '_', '.' and '-'"
+
+typedef enum {
+	NODE_SCALAR,
+	NODE_SEQ,
+	NODE_MAP,
+	NODE_BAD, /* an alias: already reported; every check skips it */
+} node_type;
+
+typedef struct node node;
+struct node {
+	node_type type;
+	int line;     /* 1-based, from the libyaml start mark */
+	int col;
+	char *str;    /* scalars: the value, NUL-terminated */
+	size_t len;   /* scalars: its length, which may count NUL bytes */
+	bool plain;   /* scalar without quotes or !!str: may be an int or null */
+	bool skip;    /* map key already reported (duplicate, not a string) */
+	node **kids;  /* seq: the items; map: key, value, key, value... */
+	size_t nkids;
+	size_t cap;
+};
+
+typedef struct {
+	int line;
+	int col;
+	size_t seq;   /* report order, to keep the sort stable */
+	char *msg;
+} diag;
+
+/* A node of the graph by type and index, as an input names it. */
+typedef struct {
+	wl_node_type type;
+	int idx;
+} ref;
+
+/* What the graph checks need about a source, step or sink. */
+typedef struct {
+	const node *name;    /* the key node: positions, and the name itself */
+	const node *inputs;  /* steps and sinks: the inputs list, if valid */
+	const node *after;   /* sources: the `after` value, if valid */
+	const node *program; /* steps: the `program` value, if valid */
+	const node *state;   /* steps: the `state` value, if valid */
+	ref *in;             /* resolved inputs */
+	size_t nin;
+	int nconsumers;
+	bool dupname;        /* its name is taken by an earlier node */
+} aux;
+
+/*
+ * Names sorted for lookup, ties in file order, so the first entry of a run
+ * of equal names is the first definition. Sorting keeps a topology with
+ * thousands of steps as quick to check as a small one.
+ */
+typedef struct {
+	const node *name;
+	ref         r;
+} entry;
+
+typedef struct {
+	entry *v;
+	size_t n;
+} name_index;
+
+typedef struct {
+	const char *name;    /* the file name used in messages */
+	const char *text;
+	size_t len;
+	wl_topology *t;
+	diag *diags;
+	size_t ndiags;
+	size_t diagcap;
+	bool nomem;
+	node **nodes;        /* every tree node, so that freeing is a loop */
+	size_t nnodes;
+	size_t nodecap;
+	name_index names;    /* sources, steps and sinks */
+	name_index programs; /* r.idx is the program's index */
+	aux *srcaux;
+	aux *stepaux;
+	aux *sinkaux;
+	bool badinputs;      /* some inputs list is missing, invalid, or names
+	                        nothing: who feeds what is then unknown */
+	bool badnames;       /* sources, steps or sinks is not a map, so a
+	                        name not found may well be defined there */
+	bool badprograms;    /* the same for programs */
+	int *order;          /* steps in topological order, by draft index */
+	size_t norder;
+} ctx;
+
+static const char *const type_names[] = { "file", "tcp", NULL };
+static const int type_values[] = { WL_IO_FILE, WL_IO_TCP };
+static const char *const framing_names[] = { "length", "line", NULL };
+static const int framing_values[] = { WL_FRAMING_LENGTH, WL_FRAMING_LINE };
+static const char *const kind_names[] = { "stateless", "key_by", "state",
+	NULL };
+static const int kind_values[] = { WL_STEP_STATELESS, WL_STEP_KEY_BY,
+	WL_STEP_STATE };
+
+/*
+ * The limits, as a table that drives both parsing and printing, so a new
+ * limit is one line here plus its field in topology.h.
+ */
+typedef struct {
+	const char *key;
+	size_t off;
+	bool wide;    /* the field is a uint64_t rather than a uint32_t */
+	uint64_t lo;
+	uint64_t hi;
+	uint64_t def;
+} limit_spec;
+
+#define LIMIT(k, lo, hi, def) \
+	{ #k, offsetof(wl_limits, k), sizeof(((wl_limits *) 0)->k) == 8, \
+	    lo, hi, def }
+
+static const limit_spec limit_specs[] = {
+	LIMIT(batch_max_events, 1, UINT32_MAX, 1024),
+	LIMIT(batch_max_bytes, 1, UINT32_MAX, 1048576),
+	LIMIT(inflight_batches, 1, UINT32_MAX, 4),
+	LIMIT(queue_max_bytes, 1, UINT64_MAX, 67108864),
+	LIMIT(message_max_bytes, 1024, 1073741824, 16777216),
+	LIMIT(heartbeat_ms, 1, UINT32_MAX, 1000),
+	LIMIT(heartbeat_timeout_ms, 1, UINT32_MAX, 5000),
+	LIMIT(batch_deadline_ms, 1, UINT32_MAX, 30000),
+	LIMIT(restart_backoff_ms, 1, UINT32_MAX, 100),
+	LIMIT(restart_backoff_max_ms, 1, UINT32_MAX, 5000),
+};
+
+#define NLIMITS (sizeof(limit_specs) / sizeof(limit_specs[0]))
+
+/* ------------------------------------------------------------------ */
+/* Reporting                                                           */
+/* ------------------------------------------------------------------ */
+
+static void report_at(ctx *c, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void report(ctx *c, const node *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+vreport_at(ctx *c, int line, int col, const char *fmt, va_list ap)
+{
+	char  buf[1024];
+	char *msg;
+	char *p;
+	int   n;
+
+	if (c->ndiags == c->diagcap) {
+		size_t cap = c->diagcap ? c->diagcap * 2 : 16;
+		diag  *d   = realloc(c->diags, cap * sizeof(*d));
+		if (d == NULL) {
+			c->nomem = true;
+			return;
+		}
+		c->diags   = d;
+		c->diagcap = cap;
+	}
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (n < 0) {
+		buf[0] = '\0';
+	}
+
+	/*
+	 * Names and values come from the file and may hold control
+	 * characters; escaping them keeps the promise of one line per
+	 * problem, which tools reading our output rely on.
+	 */
+	if ((msg = malloc(strlen(buf) * 4 + 1)) == NULL) {
+		c->nomem = true;
+		return;
+	}
+	p = msg;
+	for (const unsigned char *s = (const unsigned char *) buf; *s; s++) {
+		if (*s < 0x20 || *s == 0x7f) {
+			p += sprintf(p, "\\x%02x", *s);
+		} else {
+			*p++ = (char) *s;
+		}
+	}
+	*p = '\0';
+
+	c->diags[c->ndiags].line = line;
+	c->diags[c->ndiags].col  = col;
+	c->diags[c->ndiags].seq  = c->ndiags;
+	c->diags[c->ndiags].msg  = msg;
+	c->ndiags++;
+}
+
+static void
+report_at(ctx *c, int line, int col, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vreport_at(c, line, col, fmt, ap);
+	va_end(ap);
+}
+
+static void
+report(ctx *c, const node *n, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vreport_at(c, n->line, n->col, fmt, ap);
+	va_end(ap);
+}
+
+static int
+diag_cmp(const void *a, const void *b)
+{
+	const diag *x = a;
+	const diag *y = b;
+
+	if (x->line != y->line) {
+		return (x->line < y->line ? -1 : 1);
+	}
+	if (x->col != y->col) {
+		return (x->col < y->col ? -1 : 1);
+	}
+	return (x->seq < y->seq ? -1 : x->seq > y->seq);
+}
+
+static void
+print_diags(ctx *c, FILE *errs)
+{
+	qsort(c->diags, c->ndiags, sizeof(diag), diag_cmp);
+	if (errs == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < c->ndiags; i++) {
+		fprintf(errs, "%s:%d:%d: %s\n", c->name, c->diags[i].line,
+		    c->diags[i].col, c->diags[i].msg);
+	}
+}
+
+static char *
+dupstr(ctx *c, const char *s)
+{
+	char *d;
+
+	if (s == NULL) {
+		return (NULL);
+	}
+	if ((d = strdup(s)) == NULL) {
+		c->nomem = true;
+	}
+	return (d);
+}
+
+static char *
+dupmem(ctx *c, const char *s, size_t len)
+{
+	char *d;
+
+	if ((d = malloc(len + 1)) == NULL) {
+		c->nomem = true;
+		return (NULL);
+	}
+	memcpy(d, s, len);
+	d[len] = '\0';
+	return (d);
+}
+
+static void *
+zalloc(ctx *c, size_t n, size_t size)
+{
+	void *p;
+
+	/* calloc(0, ...) may return NULL, which is not a failure here. */
+	if ((p = calloc(n ? n : 1, size)) == NULL) {
+		c->nomem = true;
+	}
+	return (p);
+}
+
+/* ------------------------------------------------------------------ */
+/* Pass 1: the YAML tree                                               */
+/* ------------------------------------------------------------------ */
+
+static node *
+node_new(ctx *c, node_type type, yaml_mark_t mark)
+{
+	node *n;
+
+	if (c->nnodes == c->nodecap) {
+		size_t cap = c->nodecap ? c->nodecap * 2 : 64;
+		node **a   = realloc(c->nodes, cap * sizeof(*a));
+		if (a == NULL) {
+			c->nomem = true;
+			return (NULL);
+		}
+		c->nodes   = a;
+		c->nodecap = cap;
+	}
+	if ((n = calloc(1, sizeof(*n))) == NULL) {
+		c->nomem = true;
+		return (NULL);
+	}
+	n->type                = type;
+	n->line                = (int) mark.line + 1;
+	n->col                 = (int) mark.column + 1;
+	c->nodes[c->nnodes++] = n;
+	return (n);
+}
+
+static bool
+node_add(ctx *c, node *parent, node *kid)
+{
+	if (parent->nkids == parent->cap) {
+		size_t cap = parent->cap ? parent->cap * 2 : 8;
+		node **a   = realloc(parent->kids, cap * sizeof(*a));
+		if (a == NULL) {
+			c->nomem = true;
+			return (false);
+		}
+		parent->kids = a;
+		parent->cap  = cap;
+	}
+	parent->kids[parent->nkids++] = kid;
+	return (true);
+}
+
+static void
+nodes_free(ctx *c)
+{
+	for (size_t i = 0; i < c->nnodes; i++) {
+		free(c->nodes[i]->str);
+		free(c->nodes[i]->kids);
+		free(c->nodes[i]);
+	}
+	free(c->nodes);
+	c->nodes  = NULL;
+	c->nnodes = 0;
+}
+
+/*
+ * Checks the anchor and tag of a node. Only the YAML core tags are
+ * accepted: anything else would ask for a type we do not have, and
+ * anchors only exist to be aliased, which we do not support.
+ */
+static void
+check_props(ctx *c, node *n, const yaml_char_t *anchor, const yaml_char_t *tag)
+{
+	static const char *const core[] = { "str", "int", "float", "bool",
+		"null", "seq", "map", NULL };
+	const char *tg = (const char *) tag;
+	const char *t;
+	int         i;
+
+	if (anchor != NULL) {
+		report(c, n, "anchors are not supported (&%s)", anchor);
+	}
+	if (tg == NULL) {
+		return;
+	}
+	if (strncmp(tg, CORE_TAG, strlen(CORE_TAG)) != 0) {
+		report(c, n, "tag '%s' is not supported; only the YAML core "
+		    "tags are", tg);
+		return;
+	}
+	t = tg + strlen(CORE_TAG);
+	for (i = 0; core[i] != NULL; i++) {
+		if (strcmp(t, core[i]) == 0) {
+			break;
+		}
+	}
+	if (core[i] == NULL) {
+		report(c, n, "tag '!!%s' is not supported; only the YAML core "
+		    "tags are", t);
+		return;
+	}
+	if (n->type == NODE_SCALAR) {
+		if (strcmp(t, "seq") == 0 || strcmp(t, "map") == 0) {
+			report(c, n, "tag '!!%s' is on a scalar", t);
+		}
+		/* An explicit tag decides whether a scalar is a string. */
+		n->plain = strcmp(t, "str") != 0;
+	} else if ((n->type == NODE_SEQ) != (strcmp(t, "seq") == 0) ||
+	    (n->type == NODE_MAP) != (strcmp(t, "map") == 0)) {
+		report(c, n, "tag '!!%s' is on a %s", t,
+		    n->type == NODE_SEQ ? "list" : "map");
+	}
+}
+
+/* Line and column of a byte offset, for errors libyaml gives no mark. */
+static void
+offset_pos(ctx *c, size_t off, int *line, int *col)
+{
+	*line = 1;
+	*col  = 1;
+	for (size_t i = 0; i < off && i < c->len; i++) {
+		if (c->text[i] == '\n') {
+			(*line)++;
+			*col = 1;
+		} else {
+			(*col)++;
+		}
+	}
+}
+
+static void
+report_syntax(ctx *c, const yaml_parser_t *p)
+{
+	const char *problem = p->problem ? p->problem : "invalid YAML";
+	int         line;
+	int         col;
+
+	if (p->error == YAML_MEMORY_ERROR) {
+		c->nomem = true;
+		return;
+	}
+	if (p->error == YAML_READER_ERROR) {
+		/* The reader (encoding) stage sets an offset but no mark. */
+		offset_pos(c, p->problem_offset, &line, &col);
+		if (p->problem_value != -1) {
+			report_at(c, line, col, "%s (byte 0x%02x)", problem,
+			    (unsigned) p->problem_value & 0xffu);
+		} else {
+			report_at(c, line, col, "%s", problem);
+		}
+		return;
+	}
+	line = (int) p->problem_mark.line + 1;
+	col  = (int) p->problem_mark.column + 1;
+	if (p->context != NULL) {
+		report_at(c, line, col, "%s (%s at line %d, column %d)",
+		    problem, p->context, (int) p->context_mark.line + 1,
+		    (int) p->context_mark.column + 1);
+	} else {
+		report_at(c, line, col, "%s", problem);
+	}
+}
+
+/*
+ * Builds the tree of the only document in the text. Returns its root, or
+ * NULL after reporting why there is none.
+ */
+static node *
+tree_build(ctx *c)
+{
+	yaml_parser_t p;
+	yaml_event_t  ev;
+	node        **stack = NULL;
+	size_t        depth = 0;
+	size_t        cap   = 0;
+	node         *root  = NULL;
+	int           ndocs = 0;
+	bool          done  = false;
+	bool          ok    = true;
+
+	if (!yaml_parser_initialize(&p)) {
+		c->nomem = true;
+		return (NULL);
+	}
+	yaml_parser_set_input_string(&p,
+	    (const unsigned char *) (c->text ? c->text : ""), c->len);
+
+	while (!done && ok) {
+		node *n = NULL;
+
+		if (!yaml_parser_parse(&p, &ev)) {
+			report_syntax(c, &p);
+			ok = false;
+			break;
+		}
+		switch (ev.type) {
+		case YAML_DOCUMENT_START_EVENT:
+			if (++ndocs > 1) {
+				report_at(c, (int) ev.start_mark.line + 1,
+				    (int) ev.start_mark.column + 1,
+				    "only one YAML document is allowed");
+				ok = false;
+			}
+			break;
+		case YAML_STREAM_END_EVENT:
+			done = true;
+			break;
+		case YAML_SCALAR_EVENT:
+			if ((n = node_new(c, NODE_SCALAR, ev.start_mark)) ==
+			        NULL ||
+			    (n->str = dupmem(c, (const char *) ev.data.scalar.value,
+			         ev.data.scalar.length)) == NULL) {
+				ok = false;
+				break;
+			}
+			n->len   = ev.data.scalar.length;
+			n->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+			check_props(c, n, ev.data.scalar.anchor, ev.data.scalar.tag);
+			break;
+		case YAML_SEQUENCE_START_EVENT:
+			if ((n = node_new(c, NODE_SEQ, ev.start_mark)) == NULL) {
+				ok = false;
+				break;
+			}
+			check_props(c, n, ev.data.sequence_start.anchor,
+			    ev.data.sequence_start.tag);
+			break;
+		case YAML_MAPPING_START_EVENT:
+			if ((n = node_new(c, NODE_MAP, ev.start_mark)) == NULL) {
+				ok = false;
+				break;
+			}
+			check_props(c, n, ev.data.mapping_start.anchor,
+			    ev.data.mapping_start.tag);
+			break;
+		case YAML_ALIAS_EVENT:
+			if ((n = node_new(c, NODE_BAD, ev.start_mark)) == NULL) {
+				ok = false;
+				break;
+			}
+			report(c, n, "aliases are not supported (*%s)",
+			    ev.data.alias.anchor);
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			if (depth > 0) {
+				depth--;
+			}
+			break;
+		default:
+			break;
+		}
+		if (n != NULL && ok) {
+			if (depth == 0) {
+				if (root == NULL) {
+					root = n;
+				}
+			} else if (!node_add(c, stack[depth - 1], n)) {
+				ok = false;
+			}
+			if (ok && (n->type == NODE_SEQ || n->type == NODE_MAP)) {
+				if (depth == cap) {
+					size_t nc = cap ? cap * 2 : 16;
+					node **s  = realloc(stack, nc * sizeof(*s));
+					if (s == NULL) {
+						c->nomem = true;
+						ok       = false;
+					} else {
+						stack = s;
+						cap   = nc;
+					}
+				}
+				if (ok) {
+					stack[depth++] = n;
+				}
+			}
+		}
+		yaml_event_delete(&ev);
+	}
+	free(stack);
+	yaml_parser_delete(&p);
+	if (!ok) {
+		return (NULL);
+	}
+	return (root);
+}
+
+static bool
+is_null(const node *n)
+{
+	return (n->type == NODE_SCALAR && n->plain &&
+	    (n->len == 0 || strcmp(n->str, "~") == 0 ||
+	        strcmp(n->str, "null") == 0 || strcmp(n->str, "Null") == 0 ||
+	        strcmp(n->str, "NULL") == 0));
+}
+
+/* Plain decimal as we accept it: no sign, no leading zero, no '_'. */
+static bool
+is_decimal(const node *n)
+{
+	const char *s = n->str;
+
+	if (n->len == 0 || n->len != strlen(s)) {
+		return (false);
+	}
+	if (*s == '-') {
+		s++;
+	}
+	if (*s == '\0' || (s[0] == '0' && s[1] != '\0')) {
+		return (false);
+	}
+	return (strspn(s, "0123456789") == strlen(s));
+}
+
+/* How a node looks to a reader, for "must be X, not Y" messages. */
+static const char *
+kind_of(const node *n)
+{
+	switch (n->type) {
+	case NODE_SEQ:
+		return ("a list");
+	case NODE_MAP:
+		return ("a map");
+	case NODE_BAD:
+		return ("an alias");
+	case NODE_SCALAR:
+		break;
+	}
+	if (is_null(n)) {
+		return ("null");
+	}
+	if (n->plain && is_decimal(n)) {
+		return ("an integer");
+	}
+	return ("a string");
+}
+
+static bool
+same_str(const node *a, const node *b)
+{
+	return (a->len == b->len && memcmp(a->str, b->str, a->len) == 0);
+}
+
+static int
+str_order(const node *a, const node *b)
+{
+	int d = memcmp(a->str, b->str, a->len < b->len ? a->len : b->len);
+
+	if (d != 0) {
+		return (d);
+	}
+	return (a->len < b->len ? -1 : a->len > b->len);
+}
+
+static bool
+earlier(const node *a, const node *b)
+{
+	return (a->line < b->line || (a->line == b->line && a->col < b->col));
+}
+
+static int
+entry_cmp(const void *a, const void *b)
+{
+	const entry *x = a;
+	const entry *y = b;
+	int          d = str_order(x->name, y->name);
+
+	if (d != 0) {
+		return (d);
+	}
+	return (earlier(x->name, y->name) ? -1 : earlier(y->name, x->name));
+}
+
+static bool
+index_init(ctx *c, name_index *ix, size_t cap)
+{
+	ix->n = 0;
+	return ((ix->v = zalloc(c, cap, sizeof(entry))) != NULL);
+}
+
+/* The first definition of `name`, or NULL. */
+static const entry *
+index_find(const name_index *ix, const node *name)
+{
+	size_t lo = 0;
+	size_t hi = ix->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (str_order(ix->v[mid].name, name) < 0) {
+			lo = mid + 1;
+		} else {
+			hi = mid;
+		}
+	}
+	if (lo < ix->n && same_str(ix->v[lo].name, name)) {
+		return (&ix->v[lo]);
+	}
+	return (NULL);
+}
+
+/*
+ * Checks the keys of every map in the file, used or not: a key must be a
+ * string and appear once. Offending keys are marked so that later passes
+ * neither use nor report them again.
+ */
+static void
+check_map_keys(ctx *c)
+{
+	for (size_t i = 0; i < c->nnodes; i++) {
+		node      *m = c->nodes[i];
+		name_index ix;
+
+		if (m->type != NODE_MAP || m->nkids == 0) {
+			continue;
+		}
+		if (!index_init(c, &ix, m->nkids / 2)) {
+			return;
+		}
+		for (size_t k = 0; k + 1 < m->nkids; k += 2) {
+			node *key = m->kids[k];
+
+			if (key->type == NODE_BAD) {
+				key->skip = true;
+			} else if (key->type != NODE_SCALAR || is_null(key)) {
+				report(c, key, "a map key must be a string, not %s",
+				    kind_of(key));
+				key->skip = true;
+			} else {
+				ix.v[ix.n].name    = key;
+				ix.v[ix.n++].r.idx = (int) k;
+			}
+		}
+		qsort(ix.v, ix.n, sizeof(entry), entry_cmp);
+		for (size_t k = 1, first = 0; k < ix.n; k++) {
+			if (!same_str(ix.v[k].name, ix.v[first].name)) {
+				first = k;
+				continue;
+			}
+			report(c, ix.v[k].name, "duplicate key '%s' (first at line "
+			    "%d)", ix.v[k].name->str, ix.v[first].name->line);
+			m->kids[ix.v[k].r.idx]->skip = true;
+		}
+		free(ix.v);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Pass 2: typed fields                                                */
+/* ------------------------------------------------------------------ */
+
+/* The value of `key` in `map`, or NULL; *keyp gets the key node. */
+static const node *
+map_find(const node *map, const char *key, const node **keyp)
+{
+	if (map == NULL || map->type != NODE_MAP) {
+		return (NULL);
+	}
+	for (size_t k = 0; k + 1 < map->nkids; k += 2) {
+		const node *kn = map->kids[k];
+		if (!kn->skip && kn->len == strlen(key) &&
+		    strcmp(kn->str, key) == 0) {
+			if (keyp != NULL) {
+				*keyp = kn;
+			}
+			return (map->kids[k + 1]);
+		}
+	}
+	return (NULL);
+}
+
+/* Reports keys of `map` not in `keys`; `where` is e.g. "in step 'x'". */
+static void
+check_keys(ctx *c, const node *map, const char *const keys[], const char *where)
+{
+	for (size_t k = 0; k + 1 < map->nkids; k += 2) {
+		const node *kn = map->kids[k];
+		size_t      i;
+
+		if (kn->skip) {
+			continue;
+		}
+		for (i = 0; keys[i] != NULL; i++) {
+			if (kn->len == strlen(keys[i]) &&
+			    strcmp(kn->str, keys[i]) == 0) {
+				break;
+			}
+		}
+		if (keys[i] == NULL) {
+			report(c, kn, "unknown key '%s' %s", kn->str, where);
+		}
+	}
+}
+
+static void
+missing(ctx *c, const node *at, const char *owner, const char *key)
+{
+	if (owner == NULL) {
+		report(c, at, "missing required key '%s'", key);
+	} else {
+		report(c, at, "%s is missing required key '%s'", owner, key);
+	}
+}
+
+static bool
+want(ctx *c, const node *n, node_type type, const char *label)
+{
+	if (n->type == NODE_BAD) {
+		return (false);
+	}
+	if (n->type != type) {
+		report(c, n, "%s must be %s, not %s", label,
+		    type == NODE_MAP ? "a map" :
+		    type == NODE_SEQ ? "a list" : "a string",
+		    kind_of(n));
+		return (false);
+	}
+	return (true);
+}
+
+/*
+ * A string is any scalar but null: YAML would read `7001` as an integer,
+ * but where we want a string, the text is what the user meant.
+ */
+static bool
+get_str(ctx *c, const node *n, const char *label, const char **out)
+{
+	if (n->type == NODE_BAD) {
+		return (false);
+	}
+	if (n->type != NODE_SCALAR || is_null(n)) {
+		report(c, n, "%s must be a string, not %s", label, kind_of(n));
+		return (false);
+	}
+	if (strlen(n->str) != n->len) {
+		report(c, n, "%s must not contain NUL bytes", label);
+		return (false);
+	}
+	*out = n->str;
+	return (true);
+}
+
+static bool
+get_nonempty(ctx *c, const node *n, const char *label, const char **out)
+{
+	const char *s;
+
+	if (!get_str(c, n, label, &s)) {
+		return (false);
+	}
+	if (*s == '\0') {
+		report(c, n, "%s is empty", label);
+		return (false);
+	}
+	*out = s;
+	return (true);
+}
+
+static bool
+valid_name(const char *s)
+{
+	static const char ok[] = "abcdefghijklmnopqrstuvwxyz"
+	                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
+
+	return (*s != '\0' && strspn(s, ok) == strlen(s));
+}
+
+/* Checks a name; `label` is e.g. "source name". */
+static bool
+get_name(ctx *c, const node *n, const char *label, const char **out)
+{
+	const char *s;
+
+	if (!get_nonempty(c, n, label, &s)) {
+		return (false);
+	}
+	if (!valid_name(s)) {
+		report(c, n, "%s '%s' may only contain " NAME_CHARS, label, s);
+		return (false);
+	}
+	*out = s;
+	return (true);
+}
+
+static bool
+get_uint(ctx *c, const node *n, const char *label, uint64_t lo, uint64_t hi,
+    uint64_t *out)
+{
+	uint64_t v = 0;
+	bool     big = false;
+
+	if (n->type == NODE_BAD) {
+		return (false);
+	}
+	if (n->type != NODE_SCALAR || !n->plain || is_null(n)) {
+		report(c, n, "%s must be an integer, not %s", label, kind_of(n));
+		return (false);
+	}
+	if (!is_decimal(n)) {
+		report(c, n, "%s must be a plain decimal integer, not '%s'",
+		    label, n->str);
+		return (false);
+	}
+	if (n->str[0] != '-') {
+		for (const char *s = n->str; *s; s++) {
+			unsigned d = (unsigned) (*s - '0');
+			if (v > (UINT64_MAX - d) / 10) {
+				big = true;
+				break;
+			}
+			v = v * 10 + d;
+		}
+	}
+	if (n->str[0] == '-' || big || v < lo || v > hi) {
+		report(c, n, "%s must be between %llu and %llu, not %s", label,
+		    (unsigned long long) lo, (unsigned long long) hi, n->str);
+		return (false);
+	}
+	*out = v;
+	return (true);
+}
+
+static bool
+get_enum(ctx *c, const node *n, const char *label, const char *const names[],
+    const int values[], int *out)
+{
+	const char *s;
+	char        list[128] = "";
+
+	if (!get_str(c, n, label, &s)) {
+		return (false);
+	}
+	for (int i = 0; names[i] != NULL; i++) {
+		if (strcmp(s, names[i]) == 0) {
+			*out = values[i];
+			return (true);
+		}
+	}
+	for (int i = 0; names[i] != NULL; i++) {
+		if (i > 0) {
+			strcat(list, ", ");
+		}
+		strcat(list, names[i]);
+	}
+	report(c, n, "%s '%s' is not one of: %s", label, s, list);
+	return (false);
+}
+
+/* Joins a relative path to the topology file's directory. */
+static char *
+join_path(ctx *c, const char *dir, const char *p)
+{
+	size_t dl;
+	char  *s;
+
+	if (p[0] == '/') {
+		return (dupstr(c, p));
+	}
+	while (p[0] == '.' && p[1] == '/') {
+		p += 2;
+		while (*p == '/') {
+			p++;
+		}
+	}
+	if (p[0] == '\0' || strcmp(p, ".") == 0) {
+		return (dupstr(c, dir));
+	}
+	dl = strlen(dir);
+	while (dl > 1 && dir[dl - 1] == '/') {
+		dl--;
+	}
+	if ((s = malloc(dl + strlen(p) + 2)) == NULL) {
+		c->nomem = true;
+		return (NULL);
+	}
+	memcpy(s, dir, dl);
+	s[dl] = '/';
+	strcpy(s + dl + (dl != 1 || dir[0] != '/'), p);
+	return (s);
+}
+
+/*
+ * Splits "host:port" at the last colon, so that "[::1]:80" works; the
+ * brackets of an IPv6 host are removed.
+ */
+static bool
+get_addr(ctx *c, const node *n, const char *label, unsigned lo, wl_io *io)
+{
+	const char *s;
+	const char *colon;
+	const char *host;
+	size_t      hl;
+	unsigned    port = 0;
+
+	if (!get_str(c, n, label, &s)) {
+		return (false);
+	}
+	colon = strrchr(s, ':');
+	if (colon == NULL || colon == s || colon[1] == '\0' ||
+	    strlen(colon + 1) > 5 || strspn(colon + 1, "0123456789") !=
+	        strlen(colon + 1)) {
+		goto bad;
+	}
+	port = (unsigned) atoi(colon + 1);
+	if (port < lo || port > 65535) {
+		goto bad;
+	}
+	host = s;
+	hl   = (size_t) (colon - s);
+	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+		host++;
+		hl -= 2;
+	}
+	if (hl == 0) {
+		goto bad;
+	}
+	io->host = dupmem(c, host, hl);
+	io->port = (uint16_t) port;
+	return (true);
+bad:
+	report(c, n, "%s must be host:port with a port from %u to 65535, "
+	    "not '%s'", label, lo, s);
+	return (false);
+}
+
+/* Entries of a section map that were not rejected as keys. */
+static size_t
+count_entries(const node *map)
+{
+	size_t n = 0;
+
+	for (size_t k = 0; k + 1 < map->nkids; k += 2) {
+		n += !map->kids[k]->skip;
+	}
+	return (n);
+}
+
+static void
+parse_limits(ctx *c, const node *map)
+{
+	wl_limits  *l = &c->t->limits;
+	const node *kn;
+	const node *v;
+	char        label[64];
+
+	if (map == NULL || !want(c, map, NODE_MAP, "limits")) {
+		return;
+	}
+	for (size_t k = 0; k + 1 < map->nkids; k += 2) {
+		const limit_spec *ls = NULL;
+		uint64_t          val;
+
+		kn = map->kids[k];
+		if (kn->skip) {
+			continue;
+		}
+		for (size_t i = 0; i < NLIMITS; i++) {
+			if (strcmp(kn->str, limit_specs[i].key) == 0) {
+				ls = &limit_specs[i];
+			}
+		}
+		if (ls == NULL) {
+			report(c, kn, "unknown key '%s' in limits", kn->str);
+			continue;
+		}
+		snprintf(label, sizeof(label), "limits.%s", ls->key);
+		if (!get_uint(c, map->kids[k + 1], label, ls->lo, ls->hi, &val)) {
+			continue;
+		}
+		if (ls->wide) {
+			*(uint64_t *) (void *) ((char *) l + ls->off) = val;
+		} else {
+			*(uint32_t *) (void *) ((char *) l + ls->off) =
+			    (uint32_t) val;
+		}
+	}
+
+	/*
+	 * The engine would declare a runner dead before its first missed
+	 * heartbeat, or shrink the restart delay as it backs off.
+	 */
+	if ((v = map_find(map, "heartbeat_timeout_ms", &kn)) == NULL) {
+		v = map_find(map, "heartbeat_ms", &kn);
+	}
+	if (v != NULL && l->heartbeat_timeout_ms <= l->heartbeat_ms) {
+		report(c, v, "limits.heartbeat_timeout_ms (%u) must be greater "
+		    "than limits.heartbeat_ms (%u)", l->heartbeat_timeout_ms,
+		    l->heartbeat_ms);
+	}
+	if ((v = map_find(map, "restart_backoff_max_ms", &kn)) == NULL) {
+		v = map_find(map, "restart_backoff_ms", &kn);
+	}
+	if (v != NULL && l->restart_backoff_max_ms < l->restart_backoff_ms) {
+		report(c, v, "limits.restart_backoff_max_ms (%u) must not be "
+		    "less than limits.restart_backoff_ms (%u)",
+		    l->restart_backoff_max_ms, l->restart_backoff_ms);
+	}
+}
+
+static void
+parse_program(ctx *c, const node *key, const node *val, wl_program *p)
+{
+	static const char *const keys[] = { "argv", "instances", "env", "cwd",
+		NULL };
+	const node *v;
+	const char *s;
+	char        owner[160];
+	char        where[170];
+	char        label[200];
+	uint64_t    u;
+
+	p->name      = dupstr(c, key->str);
+	p->instances = 1;
+	(void) get_name(c, key, "program name", &s);
+	snprintf(owner, sizeof(owner), "program '%s'", key->str);
+	snprintf(where, sizeof(where), "in %s", owner);
+	if (!want(c, val, NODE_MAP, owner)) {
+		return;
+	}
+	check_keys(c, val, keys, where);
+
+	if ((v = map_find(val, "argv", NULL)) == NULL) {
+		missing(c, key, owner, "argv");
+	} else if (snprintf(label, sizeof(label), "%s argv", owner),
+	    want(c, v, NODE_SEQ, label)) {
+		if (v->nkids == 0) {
+			report(c, v, "%s argv must not be empty", owner);
+		} else if ((p->argv = zalloc(c, v->nkids + 1,
+		                sizeof(char *))) != NULL) {
+			for (size_t i = 0; i < v->nkids; i++) {
+				snprintf(label, sizeof(label), "%s argv[%zu]",
+				    owner, i);
+				if (i == 0 ? get_nonempty(c, v->kids[i], label, &s)
+				           : get_str(c, v->kids[i], label, &s)) {
+					p->argv[p->argc++] = dupstr(c, s);
+				}
+			}
+		}
+	}
+
+	if ((v = map_find(val, "instances", NULL)) != NULL) {
+		snprintf(label, sizeof(label), "%s instances", owner);
+		if (get_uint(c, v, label, 1, 256, &u)) {
+			p->instances = (uint32_t) u;
+		}
+	}
+
+	if ((v = map_find(val, "env", NULL)) != NULL) {
+		snprintf(label, sizeof(label), "%s env", owner);
+		if (want(c, v, NODE_MAP, label) &&
+		    (p->env = zalloc(c, v->nkids / 2 + 1, sizeof(char *))) !=
+		        NULL) {
+			for (size_t k = 0; k + 1 < v->nkids; k += 2) {
+				const node *en = v->kids[k];
+				const char *ev;
+				char       *kv;
+
+				if (en->skip) {
+					continue;
+				}
+				if (en->len == 0 || strchr(en->str, '=') != NULL ||
+				    strlen(en->str) != en->len) {
+					report(c, en, "%s env name '%s' must be "
+					    "non-empty and without '='", owner,
+					    en->str);
+					continue;
+				}
+				snprintf(label, sizeof(label), "%s env '%s'", owner,
+				    en->str);
+				if (!get_str(c, v->kids[k + 1], label, &ev)) {
+					continue;
+				}
+				if ((kv = malloc(en->len + strlen(ev) + 2)) ==
+				    NULL) {
+					c->nomem = true;
+					continue;
+				}
+				sprintf(kv, "%s=%s", en->str, ev);
+				p->env[p->envc++] = kv;
+			}
+		}
+	}
+
+	if ((v = map_find(val, "cwd", NULL)) != NULL) {
+		snprintf(label, sizeof(label), "%s cwd", owner);
+		if (get_nonempty(c, v, label, &s)) {
+			p->cwd = join_path(c, c->t->dir, s);
+		}
+	}
+	/* The plan has every default filled in, so consumers need no rule. */
+	if (p->cwd == NULL) {
+		p->cwd = dupstr(c, c->t->dir);
+	}
+}
+
+static void
+parse_inputs(ctx *c, const node *val, const node *key, const char *owner,
+    aux *a)
+{
+	const node *v;
+	const char *s;
+	char        label[200];
+	bool        ok = true;
+
+	if ((v = map_find(val, "inputs", NULL)) == NULL) {
+		missing(c, key, owner, "inputs");
+		return;
+	}
+	snprintf(label, sizeof(label), "%s inputs", owner);
+	if (!want(c, v, NODE_SEQ, label)) {
+		return;
+	}
+	if (v->nkids == 0) {
+		report(c, v, "%s inputs must not be empty", owner);
+		return;
+	}
+	snprintf(label, sizeof(label), "%s input", owner);
+	for (size_t i = 0; i < v->nkids; i++) {
+		ok = get_str(c, v->kids[i], label, &s) && ok;
+	}
+	if (ok) {
+		a->inputs = v;
+	}
+}
+
+static void
+parse_io(ctx *c, const node *key, const node *val, bool source, wl_io *io,
+    aux *a)
+{
+	static const char *const src_keys[] = { "type", "path", "listen",
+		"framing", "max_frame_bytes", "after", NULL };
+	static const char *const sink_keys[] = { "type", "path", "connect",
+		"framing", "inputs", NULL };
+	const char *what  = source ? "source" : "sink";
+	const char *akey  = source ? "listen" : "connect";
+	const node *v;
+	const node *kn;
+	const char *s;
+	char        owner[160];
+	char        where[170];
+	char        label[200];
+	int         e;
+	uint64_t    u;
+
+	io->name    = dupstr(c, key->str);
+	io->framing = WL_FRAMING_LENGTH;
+	io->after   = -1;
+	a->name     = key;
+	snprintf(label, sizeof(label), "%s name", what);
+	(void) get_name(c, key, label, &s);
+	snprintf(owner, sizeof(owner), "%s '%s'", what, key->str);
+	snprintf(where, sizeof(where), "in %s", owner);
+	if (!want(c, val, NODE_MAP, owner)) {
+		return;
+	}
+	check_keys(c, val, source ? src_keys : sink_keys, where);
+
+	if ((v = map_find(val, "type", NULL)) == NULL) {
+		missing(c, key, owner, "type");
+	} else {
+		snprintf(label, sizeof(label), "%s type", owner);
+		if (get_enum(c, v, label, type_names, type_values, &e)) {
+			io->type = (wl_io_type) e;
+		}
+	}
+
+	if ((v = map_find(val, "path", &kn)) != NULL) {
+		snprintf(label, sizeof(label), "%s path", owner);
+		if (io->type == WL_IO_TCP) {
+			report(c, kn, "%s has 'path', which only file %ss take",
+			    owner, what);
+		} else if (get_nonempty(c, v, label, &s)) {
+			io->path = join_path(c, c->t->dir, s);
+		}
+	} else if (io->type == WL_IO_FILE) {
+		missing(c, key, owner, "path");
+	}
+
+	if ((v = map_find(val, akey, &kn)) != NULL) {
+		snprintf(label, sizeof(label), "%s %s", owner, akey);
+		if (io->type == WL_IO_FILE) {
+			report(c, kn, "%s has '%s', which only tcp %ss take",
+			    owner, akey, what);
+		} else {
+			/* Listening on port 0 picks a free port; dialing it
+			 * cannot work. */
+			(void) get_addr(c, v, label, source ? 0 : 1, io);
+		}
+	} else if (io->type == WL_IO_TCP) {
+		missing(c, key, owner, akey);
+	}
+
+	if ((v = map_find(val, "framing", NULL)) != NULL) {
+		snprintf(label, sizeof(label), "%s framing", owner);
+		if (get_enum(c, v, label, framing_names, framing_values, &e)) {
+			io->framing = (wl_framing) e;
+		}
+	}
+
+	if (!source) {
+		parse_inputs(c, val, key, owner, a);
+		return;
+	}
+
+	/*
+	 * A frame travels to the runners inside one message, so it can be
+	 * no larger than a message; half leaves room for batching.
+	 */
+	io->max_frame_bytes = c->t->limits.message_max_bytes / 2;
+	if ((v = map_find(val, "max_frame_bytes", NULL)) != NULL) {
+		snprintf(label, sizeof(label), "%s max_frame_bytes", owner);
+		if (get_uint(c, v, label, 1, c->t->limits.message_max_bytes,
+		        &u)) {
+			io->max_frame_bytes = (uint32_t) u;
+		}
+	}
+
+	if ((v = map_find(val, "after", &kn)) != NULL) {
+		snprintf(label, sizeof(label), "%s after", owner);
+		if (io->type == WL_IO_TCP) {
+			report(c, kn, "%s has 'after', which only file sources "
+			    "take", owner);
+		} else if (get_str(c, v, label, &s)) {
+			a->after = v;
+		}
+	}
+}
+
+static void
+parse_step(ctx *c, const node *key, const node *val, wl_step *st, aux *a)
+{
+	static const char *const keys[] = { "kind", "inputs", "key", "program",
+		"function", "state", NULL };
+	static const char *const key_keys[] = { "offset", "length", NULL };
+	const node *v;
+	const node *keymap;
+	const node *keykey = NULL;
+	const node *fn     = NULL;
+	const node *fnkey  = NULL;
+	const node *stkey  = NULL;
+	const char *s;
+	char        owner[160];
+	char        where[180];
+	char        label[200];
+	int         e;
+	uint64_t    u;
+
+	st->name    = dupstr(c, key->str);
+	st->program = -1;
+	a->name     = key;
+	(void) get_name(c, key, "step name", &s);
+	snprintf(owner, sizeof(owner), "step '%s'", key->str);
+	snprintf(where, sizeof(where), "in %s", owner);
+	if (!want(c, val, NODE_MAP, owner)) {
+		return;
+	}
+	check_keys(c, val, keys, where);
+
+	if ((v = map_find(val, "kind", NULL)) == NULL) {
+		missing(c, key, owner, "kind");
+	} else {
+		snprintf(label, sizeof(label), "%s kind", owner);
+		if (get_enum(c, v, label, kind_names, kind_values, &e)) {
+			st->kind = (wl_step_kind) e;
+		}
+	}
+
+	parse_inputs(c, val, key, owner, a);
+
+	if ((v = map_find(val, "program", NULL)) != NULL) {
+		snprintf(label, sizeof(label), "%s program", owner);
+		if (get_str(c, v, label, &s)) {
+			a->program = v;
+		}
+	}
+
+	if ((v = map_find(val, "function", &fnkey)) != NULL) {
+		snprintf(label, sizeof(label), "%s function", owner);
+		if (get_nonempty(c, v, label, &s)) {
+			fn = v;
+		}
+	}
+
+	if ((v = map_find(val, "state", &stkey)) != NULL) {
+		snprintf(label, sizeof(label), "%s state", owner);
+		if (get_name(c, v, label, &s)) {
+			a->state = v;
+		}
+	}
+
+	keymap = map_find(val, "key", &keykey);
+	if (keymap != NULL && st->kind != WL_STEP_KEY_BY && st->kind != 0) {
+		report(c, keykey, "%s has 'key', which only key_by steps take",
+		    owner);
+	} else if (keymap != NULL) {
+		snprintf(label, sizeof(label), "%s key", owner);
+		snprintf(where, sizeof(where), "in the key of %s", owner);
+		if (want(c, keymap, NODE_MAP, label)) {
+			check_keys(c, keymap, key_keys, where);
+			if ((v = map_find(keymap, "offset", NULL)) == NULL) {
+				missing(c, keykey, label, "offset");
+			} else {
+				snprintf(label, sizeof(label), "%s key offset",
+				    owner);
+				if (get_uint(c, v, label, 0, UINT32_MAX, &u)) {
+					st->key_offset = (uint32_t) u;
+				}
+			}
+			snprintf(label, sizeof(label), "%s key", owner);
+			if ((v = map_find(keymap, "length", NULL)) == NULL) {
+				missing(c, keykey, label, "length");
+			} else {
+				snprintf(label, sizeof(label), "%s key length",
+				    owner);
+				if (get_uint(c, v, label, 1, 4096, &u)) {
+					st->key_length = (uint32_t) u;
+				}
+			}
+		}
+	}
+
+	if (stkey != NULL && st->kind != WL_STEP_STATE && st->kind != 0) {
+		report(c, stkey, "%s has 'state', which only state steps take",
+		    owner);
+		a->state = NULL;
+	} else if (stkey == NULL && st->kind == WL_STEP_STATE) {
+		missing(c, key, owner, "state");
+	}
+
+	switch (st->kind) {
+	case WL_STEP_KEY_BY:
+		/*
+		 * The engine extracts a byte range itself, or a runner
+		 * computes the key; both at once would be ambiguous.
+		 */
+		if ((keymap != NULL) == (map_find(val, "program", NULL) != NULL)) {
+			report(c, key, "%s needs exactly one of 'key' or "
+			    "'program'", owner);
+		} else if (keymap != NULL && fnkey != NULL) {
+			report(c, fnkey, "%s has 'function', which only steps "
+			    "with a 'program' take", owner);
+			fn = NULL;
+		}
+		break;
+	case WL_STEP_STATELESS:
+	case WL_STEP_STATE:
+		if (map_find(val, "program", NULL) == NULL) {
+			missing(c, key, owner, "program");
+		}
+		break;
+	}
+
+	if (st->kind != WL_STEP_KEY_BY || keymap == NULL) {
+		st->function = dupstr(c, fn != NULL ? fn->str : key->str);
+	}
+	if (a->state != NULL) {
+		st->state_name = dupstr(c, a->state->str);
+	}
+}
+
+/*
+ * Finds a top-level section, which must be a map, and counts its entries
+ * so the caller can size its arrays.
+ */
+static const node *
+section(ctx *c, const node *root, const char *key, bool required,
+    size_t *count, bool *bad)
+{
+	const node *v = map_find(root, key, NULL);
+
+	*count = 0;
+	if (v == NULL) {
+		if (required) {
+			missing(c, root, NULL, key);
+		}
+		return (NULL);
+	}
+	if (!want(c, v, NODE_MAP, key)) {
+		*bad = true;
+		return (NULL);
+	}
+	*count = count_entries(v);
+	return (v);
+}
+
+static void
+parse_root(ctx *c, const node *root)
+{
+	static const char *const keys[] = { "application", "partitions",
+		"limits", "programs", "sources", "steps", "sinks", NULL };
+	wl_topology *t = c->t;
+	const node  *v;
+	const node  *sec;
+	const char  *s;
+	uint64_t     u;
+	size_t       n;
+	size_t       i;
+
+	check_keys(c, root, keys, "at the top level");
+
+	if ((v = map_find(root, "application", NULL)) == NULL) {
+		missing(c, root, NULL, "application");
+	} else if (get_name(c, v, "application", &s)) {
+		t->application = dupstr(c, s);
+	}
+
+	if ((v = map_find(root, "partitions", NULL)) != NULL &&
+	    get_uint(c, v, "partitions", 1, 65536, &u)) {
+		t->partitions = (uint32_t) u;
+	}
+
+	/* Limits first: source defaults derive from them. */
+	parse_limits(c, map_find(root, "limits", NULL));
+
+	if ((sec = section(c, root, "programs", false, &n,
+	    &c->badprograms)) != NULL) {
+		t->programs = zalloc(c, n, sizeof(wl_program));
+		if (t->programs == NULL || !index_init(c, &c->programs, n)) {
+			return;
+		}
+		for (i = 0; i + 1 < sec->nkids; i += 2) {
+			if (!sec->kids[i]->skip) {
+				c->programs.v[c->programs.n].name    = sec->kids[i];
+				c->programs.v[c->programs.n++].r.idx =
+				    (int) t->nprograms;
+				parse_program(c, sec->kids[i], sec->kids[i + 1],
+				    &t->programs[t->nprograms++]);
+			}
+		}
+		/* Keys are unique by now (check_map_keys), so no ties. */
+		qsort(c->programs.v, c->programs.n, sizeof(entry), entry_cmp);
+	}
+
+	if ((sec = section(c, root, "sources", true, &n,
+	    &c->badnames)) != NULL) {
+		if (n == 0) {
+			report(c, sec, "sources must list at least one source");
+		}
+		t->sources = zalloc(c, n, sizeof(wl_io));
+		c->srcaux  = zalloc(c, n, sizeof(aux));
+		if (t->sources == NULL || c->srcaux == NULL) {
+			return;
+		}
+		for (i = 0; i + 1 < sec->nkids; i += 2) {
+			if (!sec->kids[i]->skip) {
+				parse_io(c, sec->kids[i], sec->kids[i + 1], true,
+				    &t->sources[t->nsources],
+				    &c->srcaux[t->nsources]);
+				t->nsources++;
+			}
+		}
+	}
+
+	if ((sec = section(c, root, "steps", false, &n,
+	    &c->badnames)) != NULL) {
+		t->steps   = zalloc(c, n, sizeof(wl_step));
+		c->stepaux = zalloc(c, n, sizeof(aux));
+		if (t->steps == NULL || c->stepaux == NULL) {
+			return;
+		}
+		for (i = 0; i + 1 < sec->nkids; i += 2) {
+			if (!sec->kids[i]->skip) {
+				parse_step(c, sec->kids[i], sec->kids[i + 1],
+				    &t->steps[t->nsteps], &c->stepaux[t->nsteps]);
+				t->nsteps++;
+			}
+		}
+	}
+
+	if ((sec = section(c, root, "sinks", true, &n,
+	    &c->badnames)) != NULL) {
+		if (n == 0) {
+			report(c, sec, "sinks must list at least one sink");
+		}
+		t->sinks  = zalloc(c, n, sizeof(wl_io));
+		c->sinkaux = zalloc(c, n, sizeof(aux));
+		if (t->sinks == NULL || c->sinkaux == NULL) {
+			return;
+		}
+		for (i = 0; i + 1 < sec->nkids; i += 2) {
+			if (!sec->kids[i]->skip) {
+				parse_io(c, sec->kids[i], sec->kids[i + 1], false,
+				    &t->sinks[t->nsinks], &c->sinkaux[t->nsinks]);
+				t->nsinks++;
+			}
+		}
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Pass 3: the graph                                                   */
+/* ------------------------------------------------------------------ */
+
+static const char *
+type_word(wl_node_type type)
+{
+	switch (type) {
+	case WL_NODE_SOURCE:
+		return ("source");
+	case WL_NODE_STEP:
+		return ("step");
+	case WL_NODE_SINK:
+		return ("sink");
+	}
+	return ("node");
+}
+
+static aux *
+aux_of(ctx *c, ref r)
+{
+	switch (r.type) {
+	case WL_NODE_SOURCE:
+		return (&c->srcaux[r.idx]);
+	case WL_NODE_STEP:
+		return (&c->stepaux[r.idx]);
+	case WL_NODE_SINK:
+		return (&c->sinkaux[r.idx]);
+	}
+	return (NULL);
+}
+
+static size_t
+count_of(ctx *c, wl_node_type type)
+{
+	switch (type) {
+	case WL_NODE_SOURCE:
+		return (c->t->nsources);
+	case WL_NODE_STEP:
+		return (c->t->nsteps);
+	case WL_NODE_SINK:
+		return (c->t->nsinks);
+	}
+	return (0);
+}
+
+/* The source, step or sink called like `n`, or one of type -1. */
+static ref
+lookup(ctx *c, const node *n)
+{
+	const entry *e    = index_find(&c->names, n);
+	ref          none = { (wl_node_type) -1, -1 };
+
+	return (e != NULL ? e->r : none);
+}
+
+/*
+ * Sources, steps and sinks share one namespace, since inputs name any of
+ * them. When two share a name, the first in the file keeps it.
+ */
+static void
+check_names(ctx *c)
+{
+	name_index *ix = &c->names;
+
+	if (!index_init(c, ix, c->t->nsources + c->t->nsteps + c->t->nsinks)) {
+		return;
+	}
+	for (int type = WL_NODE_SOURCE; type <= WL_NODE_SINK; type++) {
+		ref r = { (wl_node_type) type, 0 };
+		for (r.idx = 0; (size_t) r.idx < count_of(c, r.type); r.idx++) {
+			ix->v[ix->n].name = aux_of(c, r)->name;
+			ix->v[ix->n++].r  = r;
+		}
+	}
+	qsort(ix->v, ix->n, sizeof(entry), entry_cmp);
+	for (size_t k = 1, first = 0; k < ix->n; k++) {
+		const entry *e = &ix->v[k];
+		const entry *f = &ix->v[first];
+
+		if (!same_str(e->name, f->name)) {
+			first = k;
+			continue;
+		}
+		aux_of(c, e->r)->dupname = true;
+		report(c, e->name, "name '%s' is already used by the %s at line "
+		    "%d", e->name->str, type_word(f->r.type), f->name->line);
+	}
+}
+
+static void
+resolve_inputs(ctx *c, wl_node_type type, int idx)
+{
+	ref   self = { type, idx };
+	aux  *a    = aux_of(c, self);
+	char  owner[160];
+
+	if (a->inputs == NULL) {
+		c->badinputs = true;
+		return;
+	}
+	snprintf(owner, sizeof(owner), "%s '%s'", type_word(type),
+	    a->name->str);
+	if ((a->in = zalloc(c, a->inputs->nkids, sizeof(ref))) == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < a->inputs->nkids; i++) {
+		const node *in = a->inputs->kids[i];
+		ref         r  = lookup(c, in);
+		bool        twice = false;
+
+		for (size_t j = 0; j < i; j++) {
+			twice = twice || same_str(a->inputs->kids[j], in);
+		}
+		if (twice) {
+			report(c, in, "%s lists input '%s' twice", owner, in->str);
+		} else if ((int) r.type == -1) {
+			if (!c->badnames) {
+				report(c, in, "%s input '%s' is not a source or "
+				    "step", owner, in->str);
+			}
+			c->badinputs = true;
+		} else if (r.type == WL_NODE_SINK) {
+			report(c, in, "%s input '%s' is a sink; only sources and "
+			    "steps can be inputs", owner, in->str);
+			c->badinputs = true;
+		} else {
+			a->in[a->nin++] = r;
+			aux_of(c, r)->nconsumers++;
+		}
+	}
+}
+
+static void
+resolve(ctx *c)
+{
+	wl_topology *t = c->t;
+	name_index   states;
+
+	for (size_t i = 0; i < t->nsteps; i++) {
+		resolve_inputs(c, WL_NODE_STEP, (int) i);
+	}
+	for (size_t i = 0; i < t->nsinks; i++) {
+		resolve_inputs(c, WL_NODE_SINK, (int) i);
+	}
+
+	for (size_t i = 0; i < t->nsteps; i++) {
+		aux         *a = &c->stepaux[i];
+		const entry *e;
+
+		if (a->program == NULL) {
+			continue;
+		}
+		if ((e = index_find(&c->programs, a->program)) != NULL) {
+			t->steps[i].program = e->r.idx;
+		} else if (!c->badprograms) {
+			report(c, a->program, "step '%s' program '%s' is not "
+			    "defined under programs", a->name->str,
+			    a->program->str);
+		}
+	}
+
+	/* A state belongs to one step: its keys live in one place. */
+	if (index_init(c, &states, t->nsteps)) {
+		for (size_t i = 0; i < t->nsteps; i++) {
+			if (c->stepaux[i].state != NULL) {
+				states.v[states.n].name    = c->stepaux[i].state;
+				states.v[states.n++].r.idx = (int) i;
+			}
+		}
+		qsort(states.v, states.n, sizeof(entry), entry_cmp);
+		for (size_t k = 1, first = 0; k < states.n; k++) {
+			const aux *a = &c->stepaux[states.v[k].r.idx];
+			const aux *b = &c->stepaux[states.v[first].r.idx];
+
+			if (!same_str(states.v[k].name, states.v[first].name)) {
+				first = k;
+				continue;
+			}
+			report(c, a->state, "step '%s' state '%s' is already used "
+			    "by step '%s' at line %d", a->name->str, a->state->str,
+			    b->name->str, b->name->line);
+		}
+		free(states.v);
+	}
+
+	for (size_t i = 0; i < t->nsources; i++) {
+		aux        *a = &c->srcaux[i];
+		const node *n = a->after;
+		ref         r;
+
+		if (n == NULL) {
+			continue;
+		}
+		r = lookup(c, n);
+		if (r.type == WL_NODE_SOURCE && (size_t) r.idx == i) {
+			report(c, n, "source '%s' cannot come after itself",
+			    a->name->str);
+		} else if (r.type == WL_NODE_SOURCE) {
+			t->sources[i].after = r.idx;
+		} else if ((int) r.type != -1 || !c->badnames) {
+			report(c, n, "source '%s' after '%s' is not a source",
+			    a->name->str, n->str);
+		}
+	}
+}
+
+static void
+check_consumers(ctx *c)
+{
+	/*
+	 * When an inputs list could not be read, the node it meant to name
+	 * would be reported as feeding nothing: noise that hides the real
+	 * mistake. It is reported once the inputs are fixed.
+	 */
+	if (c->badinputs) {
+		return;
+	}
+	for (int type = WL_NODE_SOURCE; type <= WL_NODE_STEP; type++) {
+		ref r = { (wl_node_type) type, 0 };
+		for (r.idx = 0; (size_t) r.idx < count_of(c, r.type); r.idx++) {
+			aux *a = aux_of(c, r);
+			/* A duplicate name cannot be referred to at all;
+			 * that was reported already. */
+			if (a->nconsumers == 0 && !a->dupname) {
+				report(c, a->name, "%s '%s' feeds nothing: no step "
+				    "or sink lists it in inputs", type_word(r.type),
+				    a->name->str);
+			}
+		}
+	}
+}
+
+/*
+ * Orders the steps so each comes after its inputs, by an iterative
+ * depth-first search along inputs (a chain of steps as long as the file
+ * allows must not exhaust the stack). A step reached again while still on
+ * the search path closes a cycle, which is reported along the data flow.
+ */
+static void
+sort_steps(ctx *c)
+{
+	enum { WHITE, GREY, BLACK };
+	size_t  n     = c->t->nsteps;
+	int    *color = zalloc(c, n, sizeof(int));
+	int    *pos   = zalloc(c, n, sizeof(int));
+	int    *stk   = zalloc(c, n, sizeof(int));
+	size_t *next  = zalloc(c, n, sizeof(size_t));
+
+	c->order  = zalloc(c, n, sizeof(int));
+	c->norder = 0;
+	if (color == NULL || pos == NULL || stk == NULL || next == NULL ||
+	    c->order == NULL) {
+		goto out;
+	}
+	for (size_t root = 0; root < n; root++) {
+		size_t depth = 0;
+
+		if (color[root] != WHITE) {
+			continue;
+		}
+		color[root]     = GREY;
+		pos[root]       = 0;
+		next[0]         = 0;
+		stk[depth++]    = (int) root;
+		while (depth > 0) {
+			int  u = stk[depth - 1];
+			aux *a = &c->stepaux[u];
+			int  v;
+
+			if (next[depth - 1] == a->nin) {
+				color[u]                = BLACK;
+				c->order[c->norder++] = u;
+				depth--;
+				continue;
+			}
+			if (a->in[next[depth - 1]].type != WL_NODE_STEP) {
+				next[depth - 1]++;
+				continue;
+			}
+			v = a->in[next[depth - 1]++].idx;
+			if (color[v] == WHITE) {
+				color[v]     = GREY;
+				pos[v]       = (int) depth;
+				next[depth]  = 0;
+				stk[depth++] = v;
+			} else if (color[v] == GREY) {
+				/*
+				 * stk[pos[v]..depth-1] runs against the data
+				 * flow: each entry takes the next as an
+				 * input, and the last takes v. So v feeds the
+				 * last, which feeds the one before it...
+				 */
+				size_t len = 64;
+				char  *msg;
+				size_t off;
+
+				for (size_t k = (size_t) pos[v]; k < depth; k++) {
+					len += strlen(c->stepaux[stk[k]].name->str) + 4;
+				}
+				len += strlen(c->stepaux[v].name->str);
+				if ((msg = malloc(len)) == NULL) {
+					c->nomem = true;
+					goto out;
+				}
+				off = (size_t) sprintf(msg, "%s",
+				    c->stepaux[v].name->str);
+				for (size_t k = depth; k-- > (size_t) pos[v];) {
+					off += (size_t) sprintf(msg + off, " -> %s",
+					    c->stepaux[stk[k]].name->str);
+				}
+				report(c, c->stepaux[v].name,
+				    "step '%s' is part of a cycle: %s",
+				    c->stepaux[v].name->str, msg);
+				free(msg);
+			}
+		}
+	}
+out:
+	free(color);
+	free(pos);
+	free(stk);
+	free(next);
+}
+
+/*
+ * `after` links form chains of sources, each with at most one link, so a
+ * cycle is found by walking each chain once.
+ */
+static void
+check_after_cycles(ctx *c)
+{
+	size_t n     = c->t->nsources;
+	int   *walk  = zalloc(c, n, sizeof(int));
+
+	if (walk == NULL) {
+		return;
+	}
+	for (size_t s = 0; s < n; s++) {
+		int u = (int) s;
+
+		/* walk[] holds 0: unseen, s + 1: seen on this walk, -1: done. */
+		while (u >= 0 && walk[u] == 0) {
+			walk[u] = (int) s + 1;
+			u       = c->t->sources[u].after;
+		}
+		if (u >= 0 && walk[u] == (int) s + 1) {
+			size_t len = 64;
+			char  *msg;
+			size_t off;
+			int    v = u;
+
+			do {
+				len += strlen(c->srcaux[v].name->str) + 4;
+				v = c->t->sources[v].after;
+			} while (v != u);
+			len += strlen(c->srcaux[u].name->str);
+			if ((msg = malloc(len)) == NULL) {
+				c->nomem = true;
+				break;
+			}
+			off = (size_t) sprintf(msg, "%s", c->srcaux[u].name->str);
+			v   = u;
+			do {
+				v = c->t->sources[v].after;
+				off += (size_t) sprintf(msg + off, " -> %s",
+				    c->srcaux[v].name->str);
+			} while (v != u);
+			report(c, c->srcaux[u].name, "source '%s' is part of an "
+			    "'after' cycle: %s", c->srcaux[u].name->str, msg);
+			free(msg);
+		}
+		for (u = (int) s; u >= 0 && walk[u] == (int) s + 1;
+		     u = c->t->sources[u].after) {
+			walk[u] = -1;
+		}
+	}
+	free(walk);
+}
+
+/* Puts the steps in topological order and builds the edges. */
+static void
+build_plan(ctx *c)
+{
+	wl_topology *t      = c->t;
+	wl_step     *steps  = zalloc(c, t->nsteps, sizeof(wl_step));
+	int         *newidx = zalloc(c, t->nsteps, sizeof(int));
+	size_t       nedges = 0;
+
+	if (steps == NULL || newidx == NULL) {
+		free(steps);
+		free(newidx);
+		return;
+	}
+	for (size_t k = 0; k < c->norder; k++) {
+		steps[k]             = t->steps[c->order[k]];
+		newidx[c->order[k]] = (int) k;
+	}
+	free(t->steps);
+	t->steps = steps;
+
+	for (size_t i = 0; i < t->nsteps; i++) {
+		nedges += c->stepaux[i].nin;
+	}
+	for (size_t i = 0; i < t->nsinks; i++) {
+		nedges += c->sinkaux[i].nin;
+	}
+	if ((t->edges = zalloc(c, nedges, sizeof(wl_edge))) == NULL) {
+		free(newidx);
+		return;
+	}
+	for (size_t k = 0; k < c->norder; k++) {
+		aux *a = &c->stepaux[c->order[k]];
+		for (size_t j = 0; j < a->nin; j++) {
+			wl_edge *e   = &t->edges[t->nedges++];
+			e->from_type = a->in[j].type;
+			e->from      = a->in[j].type == WL_NODE_STEP
+			         ? newidx[a->in[j].idx] : a->in[j].idx;
+			e->to_type   = WL_NODE_STEP;
+			e->to        = (int) k;
+		}
+	}
+	for (size_t i = 0; i < t->nsinks; i++) {
+		aux *a = &c->sinkaux[i];
+		for (size_t j = 0; j < a->nin; j++) {
+			wl_edge *e   = &t->edges[t->nedges++];
+			e->from_type = a->in[j].type;
+			e->from      = a->in[j].type == WL_NODE_STEP
+			         ? newidx[a->in[j].idx] : a->in[j].idx;
+			e->to_type   = WL_NODE_SINK;
+			e->to        = (int) i;
+		}
+	}
+	free(newidx);
+}
+
+static void
+ctx_fini(ctx *c)
+{
+	const wl_topology *t = c->t;
+
+	for (size_t i = 0; c->srcaux != NULL && i < t->nsources; i++) {
+		free(c->srcaux[i].in);
+	}
+	for (size_t i = 0; c->stepaux != NULL && i < t->nsteps; i++) {
+		free(c->stepaux[i].in);
+	}
+	for (size_t i = 0; c->sinkaux != NULL && i < t->nsinks; i++) {
+		free(c->sinkaux[i].in);
+	}
+	free(c->srcaux);
+	free(c->stepaux);
+	free(c->sinkaux);
+	free(c->names.v);
+	free(c->programs.v);
+	free(c->order);
+	for (size_t i = 0; i < c->ndiags; i++) {
+		free(c->diags[i].msg);
+	}
+	free(c->diags);
+	nodes_free(c);
+}
+
+static wl_err
+topology_parse(wl_topology **out, const char *name, const char *file,
+    const char *dir, const char *text, size_t len, FILE *errs)
+{
+	ctx          c;
+	wl_topology *t;
+	node        *root;
+	wl_err       rv;
+
+	memset(&c, 0, sizeof(c));
+	c.name = name != NULL ? name : "<topology>";
+	c.text = text;
+	c.len  = len;
+	if ((t = calloc(1, sizeof(*t))) == NULL) {
+		return (WL_ERR_NOMEM);
+	}
+	c.t           = t;
+	t->file       = dupstr(&c, file != NULL ? file : c.name);
+	t->dir        = dupstr(&c, dir != NULL && *dir != '\0' ? dir : ".");
+	t->partitions = 1024;
+	for (size_t i = 0; i < NLIMITS; i++) {
+		const limit_spec *ls = &limit_specs[i];
+		if (ls->wide) {
+			*(uint64_t *) (void *) ((char *) &t->limits + ls->off) =
+			    ls->def;
+		} else {
+			*(uint32_t *) (void *) ((char *) &t->limits + ls->off) =
+			    (uint32_t) ls->def;
+		}
+	}
+
+	if ((root = tree_build(&c)) == NULL) {
+		if (c.ndiags == 0 && !c.nomem) {
+			report_at(&c, 1, 1, "file is empty");
+		}
+	} else if (is_null(root)) {
+		report(&c, root, "file is empty");
+	} else if (root->type != NODE_MAP) {
+		report(&c, root, "the top level must be a map, not %s",
+		    kind_of(root));
+	} else if (!c.nomem) {
+		check_map_keys(&c);
+		parse_root(&c, root);
+		if (!c.nomem) {
+			check_names(&c);
+			resolve(&c);
+			check_consumers(&c);
+			check_after_cycles(&c);
+			sort_steps(&c);
+		}
+		if (c.ndiags == 0 && !c.nomem) {
+			build_plan(&c);
+		}
+	}
+
+	if (c.nomem) {
+		rv = WL_ERR_NOMEM;
+	} else if (c.ndiags > 0) {
+		print_diags(&c, errs);
+		rv = WL_ERR_CONFIG;
+	} else {
+		rv = WL_OK;
+	}
+	ctx_fini(&c);
+	if (rv != WL_OK) {
+		wl_topology_free(t);
+		return (rv);
+	}
+	*out = t;
+	return (WL_OK);
+}
+
+wl_err
+wl_topology_parse(wl_topology **out, const char *name, const char *dir,
+    const char *text, size_t len, FILE *errs)
+{
+	return (topology_parse(out, name, name, dir, text, len, errs));
+}
+
+/*
+ * The directory of `file`, made absolute: the engine and the programs it
+ * starts may run elsewhere, and a path that depends on the current
+ * directory at load time would then point somewhere else.
+ */
+static char *
+file_dir(const char *file)
+{
+	const char *slash = strrchr(file, '/');
+	size_t      dl    = slash == NULL ? 0 : (size_t) (slash - file);
+	char        cwd[4096];
+	char       *d;
+
+	if (slash == file) {
+		return (strdup("/"));
+	}
+	if (file[0] == '/') {
+		return (strndup(file, dl));
+	}
+	/* "./topo.yaml" is in the current directory, not in "cwd/.". */
+	while (dl >= 2 && file[0] == '.' && file[1] == '/') {
+		file += 2;
+		dl -= 2;
+		while (dl > 0 && file[0] == '/') {
+			file++;
+			dl--;
+		}
+	}
+	if (dl == 1 && file[0] == '.') {
+		dl = 0;
+	}
+	if (getcwd(cwd, sizeof(cwd)) == NULL) {
+		/* Not fatal: a relative directory still works from here. */
+		return (dl == 0 ? strdup(".") : strndup(file, dl));
+	}
+	if (dl == 0) {
+		return (strdup(cwd));
+	}
+	if ((d = malloc(strlen(cwd) + dl + 2)) == NULL) {
+		return (NULL);
+	}
+	sprintf(d, "%s/%.*s", strcmp(cwd, "/") == 0 ? "" : cwd, (int) dl, file);
+	return (d);
+}
+
+wl_err
+wl_topology_load(wl_topology **out, const char *file, FILE *errs)
+{
+	FILE  *f;
+	char  *text = NULL;
+	size_t len  = 0;
+	size_t cap  = 0;
+	char  *dir;
+	wl_err rv;
+
+	if ((f = fopen(file, "rb")) == NULL) {
+		if (errs != NULL) {
+			fprintf(errs, "%s: %s\n", file, strerror(errno));
+		}
+		return (WL_ERR_IO);
+	}
+	for (;;) {
+		size_t n;
+
+		if (len == cap) {
+			char *p;
+			cap = cap ? cap * 2 : 8192;
+			if ((p = realloc(text, cap)) == NULL) {
+				free(text);
+				fclose(f);
+				return (WL_ERR_NOMEM);
+			}
+			text = p;
+		}
+		n = fread(text + len, 1, cap - len, f);
+		len += n;
+		if (n == 0) {
+			break;
+		}
+	}
+	if (ferror(f)) {
+		if (errs != NULL) {
+			fprintf(errs, "%s: %s\n", file, strerror(errno));
+		}
+		free(text);
+		fclose(f);
+		return (WL_ERR_IO);
+	}
+	fclose(f);
+	if ((dir = file_dir(file)) == NULL) {
+		free(text);
+		return (WL_ERR_NOMEM);
+	}
+	rv = topology_parse(out, file, file, dir, text, len, errs);
+	free(dir);
+	free(text);
+	return (rv);
+}
+
+/* ------------------------------------------------------------------ */
+/* Printing and lookup                                                 */
+/* ------------------------------------------------------------------ */
+
+/* Prints a string plain when that reads unambiguously, else quoted. */
+static void
+put_str(FILE *f, const char *s)
+{
+	static const char safe[] = "abcdefghijklmnopqrstuvwxyz"
+	                           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	                           "_.-/+=@%";
+
+	if (s == NULL) {
+		fputs("null", f);
+		return;
+	}
+	if (*s != '\0' && *s != '-' && strspn(s, safe) == strlen(s)) {
+		fputs(s, f);
+		return;
+	}
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
+		if (*p == '"' || *p == '\\') {
+			fprintf(f, "\\%c", *p);
+		} else if (*p < 0x20 || *p == 0x7f) {
+			fprintf(f, "\\x%02x", *p);
+		} else {
+			fputc(*p, f);
+		}
+	}
+	fputc('"', f);
+}
+
+static const char *
+node_name(const wl_topology *t, wl_node_type type, int idx)
+{
+	switch (type) {
+	case WL_NODE_SOURCE:
+		return (t->sources[idx].name);
+	case WL_NODE_STEP:
+		return (t->steps[idx].name);
+	case WL_NODE_SINK:
+		return (t->sinks[idx].name);
+	}
+	return ("?");
+}
+
+/* Prints "[a, b]": the inputs of a node (`to`) or its consumers. */
+static void
+put_links(const wl_topology *t, FILE *f, const char *key, wl_node_type type,
+    int idx, bool inputs)
+{
+	bool first = true;
+
+	fprintf(f, "    %s: [", key);
+	for (size_t i = 0; i < t->nedges; i++) {
+		const wl_edge *e = &t->edges[i];
+		if (inputs && e->to_type == type && e->to == idx) {
+			fputs(first ? "" : ", ", f);
+			put_str(f, node_name(t, e->from_type, e->from));
+			first = false;
+		} else if (!inputs && e->from_type == type && e->from == idx) {
+			fputs(first ? "" : ", ", f);
+			put_str(f, node_name(t, e->to_type, e->to));
+			first = false;
+		}
+	}
+	fputs("]\n", f);
+}
+
+static void
+put_io(const wl_topology *t, FILE *f, const wl_io *io, bool source, int idx)
+{
+	fputs("  ", f);
+	put_str(f, io->name);
+	fputs(":\n", f);
+	fprintf(f, "    type: %s\n", io->type == WL_IO_TCP ? "tcp" : "file");
+	if (io->type == WL_IO_TCP) {
+		fprintf(f, "    %s: ", source ? "listen" : "connect");
+		/* A bare IPv6 host needs its brackets back, and then quotes,
+		 * as '[' would start a YAML list. */
+		if (strchr(io->host, ':') != NULL) {
+			fprintf(f, "\"[%s]:%u\"\n", io->host, io->port);
+		} else {
+			fprintf(f, "%s:%u\n", io->host, io->port);
+		}
+	} else {
+		fputs("    path: ", f);
+		put_str(f, io->path);
+		fputc('\n', f);
+	}
+	fprintf(f, "    framing: %s\n",
+	    io->framing == WL_FRAMING_LINE ? "line" : "length");
+	if (source) {
+		fprintf(f, "    max_frame_bytes: %u\n", io->max_frame_bytes);
+		if (io->after >= 0) {
+			fputs("    after: ", f);
+			put_str(f, t->sources[io->after].name);
+			fputc('\n', f);
+		}
+		put_links(t, f, "consumers", WL_NODE_SOURCE, idx, false);
+	} else {
+		put_links(t, f, "inputs", WL_NODE_SINK, idx, true);
+	}
+}
+
+void
+wl_topology_print(const wl_topology *t, FILE *f)
+{
+	static const char *const kinds[] = { "?", "stateless", "key_by",
+		"state" };
+
+	fputs("application: ", f);
+	put_str(f, t->application);
+	fputs("\nfile: ", f);
+	put_str(f, t->file);
+	fputs("\ndir: ", f);
+	put_str(f, t->dir);
+	fprintf(f, "\npartitions: %u\n", t->partitions);
+
+	fputs("limits:\n", f);
+	for (size_t i = 0; i < NLIMITS; i++) {
+		const limit_spec *ls = &limit_specs[i];
+		const char       *p  = (const char *) &t->limits + ls->off;
+		unsigned long long v = ls->wide
+		    ? (unsigned long long) *(const uint64_t *) (const void *) p
+		    : (unsigned long long) *(const uint32_t *) (const void *) p;
+		fprintf(f, "  %s: %llu\n", ls->key, v);
+	}
+
+	fprintf(f, "programs:%s\n", t->nprograms == 0 ? " {}" : "");
+	for (size_t i = 0; i < t->nprograms; i++) {
+		const wl_program *p = &t->programs[i];
+		fputs("  ", f);
+		put_str(f, p->name);
+		fputs(":\n    argv: [", f);
+		for (size_t j = 0; j < p->argc; j++) {
+			fputs(j ? ", " : "", f);
+			put_str(f, p->argv[j]);
+		}
+		fprintf(f, "]\n    instances: %u\n    env: [", p->instances);
+		for (size_t j = 0; j < p->envc; j++) {
+			fputs(j ? ", " : "", f);
+			put_str(f, p->env[j]);
+		}
+		fputs("]\n    cwd: ", f);
+		put_str(f, p->cwd != NULL ? p->cwd : t->dir);
+		fputc('\n', f);
+	}
+
+	fputs("sources:\n", f);
+	for (size_t i = 0; i < t->nsources; i++) {
+		put_io(t, f, &t->sources[i], true, (int) i);
+	}
+
+	fprintf(f, "steps:%s\n", t->nsteps == 0 ? " {}" : "  # in topological order");
+	for (size_t i = 0; i < t->nsteps; i++) {
+		const wl_step *s = &t->steps[i];
+		fputs("  ", f);
+		put_str(f, s->name);
+		fprintf(f, ":\n    kind: %s\n", kinds[s->kind]);
+		if (s->program >= 0) {
+			fputs("    program: ", f);
+			put_str(f, t->programs[s->program].name);
+			fputs("\n    function: ", f);
+			put_str(f, s->function);
+			fputc('\n', f);
+		} else {
+			fprintf(f, "    key: {offset: %u, length: %u}\n",
+			    s->key_offset, s->key_length);
+		}
+		if (s->state_name != NULL) {
+			fputs("    state: ", f);
+			put_str(f, s->state_name);
+			fputc('\n', f);
+		}
+		put_links(t, f, "inputs", WL_NODE_STEP, (int) i, true);
+		put_links(t, f, "consumers", WL_NODE_STEP, (int) i, false);
+	}
+
+	fputs("sinks:\n", f);
+	for (size_t i = 0; i < t->nsinks; i++) {
+		put_io(t, f, &t->sinks[i], false, (int) i);
+	}
+}
+
+static void
+io_fini(wl_io *io)
+{
+	free(io->name);
+	free(io->path);
+	free(io->host);
+}
+
+void
+wl_topology_free(wl_topology *t)
+{
+	if (t == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < t->nprograms; i++) {
+		wl_program *p = &t->programs[i];
+		for (size_t j = 0; j < p->argc; j++) {
+			free(p->argv[j]);
+		}
+		for (size_t j = 0; j < p->envc; j++) {
+			free(p->env[j]);
+		}
+		free(p->argv);
+		free(p->env);
+		free(p->name);
+		free(p->cwd);
+	}
+	for (size_t i = 0; i < t->nsources; i++) {
+		io_fini(&t->sources[i]);
+	}
+	for (size_t i = 0; i < t->nsteps; i++) {
+		free(t->steps[i].name);
+		free(t->steps[i].function);
+		free(t->steps[i].state_name);
+	}
+	for (size_t i = 0; i < t->nsinks; i++) {
+		io_fini(&t->sinks[i]);
+	}
+	free(t->programs);
+	free(t->sources);
+	free(t->steps);
+	free(t->sinks);
+	free(t->edges);
+	free(t->application);
+	free(t->file);
+	free(t->dir);
+	free(t);
+}
+
+int
+wl_topology_find_step(const wl_topology *t, const char *name)
+{
+	for (size_t i = 0; i < t->nsteps; i++) {
+		if (strcmp(t->steps[i].name, name) == 0) {
+			return ((int) i);
+		}
+	}
+	return (-1);
+}
+
+int
+wl_topology_find_source(const wl_topology *t, const char *name)
+{
+	for (size_t i = 0; i < t->nsources; i++) {
+		if (strcmp(t->sources[i].name, name) == 0) {
+			return ((int) i);
+		}
+	}
+	return (-1);
+}
+
+int
+wl_topology_find_sink(const wl_topology *t, const char *name)
+{
+	for (size_t i = 0; i < t->nsinks; i++) {
+		if (strcmp(t->sinks[i].name, name) == 0) {
+			return ((int) i);
+		}
+	}
+	return (-1);
+}
