@@ -119,9 +119,12 @@ route(const wl_flow *f, const step_rt *st, const wl_event *e)
 
 	if (e->klen > 0)
 		p = wl_hash_partition(e->key, e->klen, f->t->partitions);
-	else
-		p = wl_hash_partition(&e->stream_id, sizeof(e->stream_id),
-		    f->t->partitions);
+	else {
+		uint8_t le[4] = { (uint8_t)e->stream_id,
+		    (uint8_t)(e->stream_id >> 8), (uint8_t)(e->stream_id >> 16),
+		    (uint8_t)(e->stream_id >> 24) };
+		p = wl_hash_partition(le, sizeof(le), f->t->partitions);
+	}
 	return p % (uint32_t)st->nslots;
 }
 
@@ -293,6 +296,10 @@ build_batch(wl_flow *f, step_rt *st, uint32_t inst)
 	wl_queue *q = &st->pending[inst];
 	wl_queue skipped = { 0 };
 	size_t skips = 0;
+	/* Half the message limit leaves room for the encoding's overhead, so
+	 * only a single event with its state can ever be too large. */
+	size_t max_bytes = lim->batch_max_bytes < lim->message_max_bytes / 2 ?
+	    lim->batch_max_bytes : lim->message_max_bytes / 2;
 	batch *b;
 
 	if (q->count == 0)
@@ -306,7 +313,7 @@ build_batch(wl_flow *f, step_rt *st, uint32_t inst)
 		wl_event *e = q->head;
 		size_t sz = wl_event_size(e);
 		if (b->events.count >= lim->batch_max_events ||
-		    (b->events.count > 0 && b->bytes + sz > lim->batch_max_bytes))
+		    (b->events.count > 0 && b->bytes + sz > max_bytes))
 			break;
 		if (st->def->kind == WL_STEP_STATE) {
 			wl_state_entry *k = wl_state_get(f->state, st->id, e->key,
@@ -325,6 +332,7 @@ build_batch(wl_flow *f, step_rt *st, uint32_t inst)
 				k->locked_by = b->id;
 				k->mark = b->keys;
 				b->keys = k;
+				sz += k->klen + k->vlen;
 			}
 		}
 		wl_queue_push(&b->events, wl_queue_pop(q));
@@ -350,32 +358,68 @@ send_batch(wl_flow *f, slot *s, batch *b)
 		    wl_runner_name(s->runner));
 		return;
 	}
-	/* The batch counts as sent even when the runner refuses it now: a
-	 * refusal means it is going down, and the down hook resets nsent. */
 	wl_runner_send_batch(s->runner, m);
 	s->nsent++;
+}
+
+static void free_batch(batch *b);
+
+/* Fails every event of `b` (logged, counted as step errors), unlocks its
+ * keys and frees it. `b` must not be in an in-flight list. */
+static void
+fail_batch(wl_flow *f, batch *b, const char *why)
+{
+	step_rt *st = &f->steps[b->step];
+
+	for (wl_event *e = b->events.head; e; e = e->next)
+		step_error(f, st, e, why);
+	unlock_keys(b);
+	free_batch(b);
 }
 
 static void
 flush_slot(wl_flow *f, slot *s)
 {
-	while (wl_runner_is_ready(s->runner) &&
-	    s->ninflight < f->t->limits.inflight_batches) {
+	uint32_t window = f->t->limits.inflight_batches;
+
+	/* runner.c tracks deadlines for at most 256 batches. */
+	if (window > 128)
+		window = 128;
+	while (wl_runner_is_ready(s->runner) && s->ninflight < window) {
 		batch *b = NULL;
 		for (size_t i = 0; i < s->nsteps && b == NULL; i++) {
 			step_rt *st = &f->steps[s->steps[(s->rr + i) % s->nsteps]];
 			b = build_batch(f, st, s->instance);
 		}
+		nng_msg *m;
 		if (b == NULL)
 			return;
 		s->rr++;
+		if (encode_batch(f, b, &m) != WL_OK) {
+			fail_batch(f, b, "out of memory encoding the batch");
+			continue;
+		}
+		if (nng_msg_len(m) > f->t->limits.message_max_bytes) {
+			char why[160];
+			snprintf(why, sizeof(why), "the batch encodes to %zu bytes, "
+			    "over message_max_bytes=%u (events plus key state)",
+			    nng_msg_len(m), f->t->limits.message_max_bytes);
+			wl_log("BATCH-FAILED", "step '%s': %s", f->steps[b->step].def->name,
+			    why);
+			nng_msg_free(m);
+			fail_batch(f, b, why);
+			continue;
+		}
 		if (s->tail)
 			s->tail->next = b;
 		else
 			s->head = b;
 		s->tail = b;
 		s->ninflight++;
-		send_batch(f, s, b);
+		/* Counted as sent even when the runner refuses it now: a refusal
+		 * means it is going down, and the down hook resets nsent. */
+		wl_runner_send_batch(s->runner, m);
+		s->nsent++;
 	}
 }
 
@@ -442,22 +486,22 @@ hook_down(void *arg, wl_runner *r)
 	wl_flow *f = s->flow;
 	batch *b = s->head;
 
+	bool was_sent = s->nsent > 0;
+
 	(void)r;
 	s->nsent = 0;
-	if (b == NULL)
+	/* Only an incarnation that had the batch can have died of it. */
+	if (b == NULL || !was_sent)
 		return;
 	if (++b->attempts < MAX_BATCH_ATTEMPTS)
 		return;
 	b = pop_inflight(s);
-	step_rt *st = &f->steps[b->step];
 	wl_log("BATCH-FAILED", "step '%s': batch %llu of %zu events was in "
 	    "flight in %u runner incarnations that all died; its events fail "
-	    "(counted as errors) so the runner can go on", st->def->name,
-	    (unsigned long long)b->id, b->events.count, b->attempts);
-	for (wl_event *e = b->events.head; e; e = e->next)
-		step_error(f, st, e, "batch failed: runner died on it repeatedly");
-	unlock_keys(b);
-	free_batch(b);
+	    "(counted as errors) so the runner can go on",
+	    f->steps[b->step].def->name, (unsigned long long)b->id,
+	    b->events.count, b->attempts);
+	fail_batch(f, b, "batch failed: runner died on it repeatedly");
 }
 
 static wl_err
@@ -466,7 +510,6 @@ hook_failed(void *arg, wl_runner *r, uint64_t batch_id, const char *message)
 	slot *s = arg;
 	wl_flow *f = s->flow;
 	batch *b = s->head;
-	step_rt *st;
 	char why[300];
 
 	if (b == NULL || s->nsent == 0 || b->id != batch_id) {
@@ -477,13 +520,9 @@ hook_failed(void *arg, wl_runner *r, uint64_t batch_id, const char *message)
 	}
 	b = pop_inflight(s);
 	s->nsent--;
-	st = &f->steps[b->step];
 	snprintf(why, sizeof(why), "runner %s failed the whole batch: %s",
 	    wl_runner_name(r), message);
-	for (wl_event *e = b->events.head; e; e = e->next)
-		step_error(f, st, e, why);
-	unlock_keys(b);
-	free_batch(b);
+	fail_batch(f, b, why);
 	return WL_OK;
 }
 

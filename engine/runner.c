@@ -186,6 +186,9 @@ on_hello(wl_runner *r, const Wallaroo__V1__Hello *h)
 	w.max_batch_events = r->cfg.limits->batch_max_events;
 	w.max_inflight_batches = r->cfg.limits->inflight_batches;
 	w.heartbeat_interval_ms = r->cfg.limits->heartbeat_ms;
+	w.max_batch_bytes = r->cfg.limits->batch_max_bytes;
+	w.heartbeat_timeout_ms = r->cfg.limits->heartbeat_timeout_ms;
+	w.batch_deadline_ms = r->cfg.limits->batch_deadline_ms;
 	f.body_case = WALLAROO__V1__FRAME__BODY_WELCOME;
 	f.welcome = &w;
 	send_frame(r, &f);
@@ -263,6 +266,8 @@ on_frame(wl_runner *r, const wl_frame *f)
 			/* Typically a step function the program lacks: the
 			 * process exits and the failure count grows. */
 			wl_log("RUN-ERROR", "runner %s %s", r->name, msg);
+			kill_process(r, "RUN-REFUSED", "it cannot serve the steps "
+			    "assigned to it");
 			return;
 		}
 		if (r->state == RS_READY || r->state == RS_STOPPING) {
@@ -288,6 +293,8 @@ on_frame(wl_runner *r, const wl_frame *f)
 	default:
 		break;
 	}
+	if (r->state == RS_STOPPING)
+		return; /* a late reply after our Goodbye: nothing to do */
 	snprintf(msg, sizeof(msg), "sent a %s frame, not allowed while %s",
 	    wl_frame_name(f), state_names[r->state]);
 	kill_process(r, "RUN-PROTO", msg);
@@ -369,7 +376,8 @@ child_env(wl_runner *r)
 		if (strncmp(environ[i], "WALLAROO_", 9) != 0)
 			env[k++] = strdup(environ[i]);
 	for (size_t i = 0; i < r->cfg.program->envc; i++)
-		env[k++] = strdup(r->cfg.program->env[i]);
+		if (strncmp(r->cfg.program->env[i], "WALLAROO_", 9) != 0)
+			env[k++] = strdup(r->cfg.program->env[i]);
 	if (asprintf(&env[k++], "WALLAROO_ENGINE_ADDR=%s", r->url) < 0 ||
 	    asprintf(&env[k++], "WALLAROO_TOKEN=%s", r->token) < 0 ||
 	    asprintf(&env[k++], "WALLAROO_PROGRAM=%s", r->cfg.program->name) < 0 ||
