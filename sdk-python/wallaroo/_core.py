@@ -1,0 +1,341 @@
+"""Running one step over one batch: the per-event path.
+
+``process_batch`` is the only way events reach user code: the runner loop
+calls it for every ``Batch`` frame and ``wallaroo.testing`` calls it for
+every batch it makes up, so tests exercise exactly what production runs.
+
+The loops below are written for speed: one function call per batch, local
+variables for everything looked up per event, one ``Result`` per event built
+in place with ``add()``, and nothing else allocated per event on the common
+path. Rare paths (errors, rolling back state) live in separate functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Set
+
+from ._log import log
+from ._pb import wallaroo_pb2 as pb
+from .codecs import encode_default, identity, key_bytes
+from .output import Output
+from .steps import (
+    COMPUTATION,
+    COMPUTATION_MULTI,
+    KEY_BY,
+    STATE_COMPUTATION,
+    STATE_COMPUTATION_MULTI,
+    Step,
+)
+
+__all__ = ["process_batch", "fill_reply", "describe_failure"]
+
+# Longest exception message copied into Result.error, so that one bad event
+# cannot make a reply larger than the engine accepts.
+MAX_ERROR_MESSAGE = 2000
+
+_MISSING = object()
+
+# Results a multi step may not return: iterating them "works" but is almost
+# always a single output returned by mistake.
+_NOT_AN_ITERABLE_OF_OUTPUTS = (str, bytes, bytearray, memoryview, Output)
+
+
+def process_batch(step: Step, batch: pb.Batch) -> pb.BatchReply:
+    """Run ``step`` over every event of ``batch`` and return the reply.
+
+    The reply has the batch's id, one ``Result`` per event in order, and
+    (state steps) the serialized state of every key whose bytes changed.
+    User code failing on an event fails that event only (``Result.error``).
+    """
+    reply = pb.BatchReply()
+    fill_reply(step, batch, reply)
+    return reply
+
+
+def fill_reply(step: Step, batch: pb.Batch, reply: pb.BatchReply) -> None:
+    """Like :func:`process_batch`, writing into an empty ``reply`` in place.
+
+    The runner uses it to build the reply directly inside its ``Frame``.
+    """
+    reply.batch_id = batch.batch_id
+    _RUNNERS[step.kind](step, batch, reply)
+
+
+def describe_failure(name: str, key: bytes, exc: BaseException, when: str = "") -> str:
+    """The ``Result.error`` text for ``exc`` raised on an event with ``key``.
+
+    ``step '<name>' key <repr(key)>: <ExcType>: <message>``, with ``when``
+    (e.g. ``" (loading the state)"``) appended when given.
+    """
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not hide the real failure
+        message = "<unprintable exception>"
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = message[:MAX_ERROR_MESSAGE] + "..."
+    return f"step '{name}' key {key!r}: {type(exc).__name__}: {message}{when}"
+
+
+def _add_output(outputs: Any, out: Any, encode: Callable[[Any], bytes]) -> None:
+    """Append ``out`` (a value or an Output) to a Result's outputs."""
+    if isinstance(out, Output):
+        payload = encode(out.value)
+        o = outputs.add()
+        o.payload = payload
+        if out.key is not None:
+            o.key = out.key
+            o.has_key = True
+        if out.event_time:
+            o.event_time = out.event_time
+    else:
+        payload = encode(out)
+        outputs.add().payload = payload
+
+
+def _check_multi_result(outs: Any) -> None:
+    if isinstance(outs, _NOT_AN_ITERABLE_OF_OUTPUTS):
+        raise TypeError(
+            f"a multi step must return an iterable of outputs, not "
+            f"{type(outs).__name__} (wrap a single output in a list)"
+        )
+
+
+def _run_stateless(step: Step, batch: Any, reply: Any) -> None:
+    name = step.name
+    fn = step.fn
+    multi = step.is_multi
+    decode = None if step.decoder is identity else step.decoder
+    encode = step.encoder
+    plain = encode is encode_default
+    add_result = reply.results.add
+    for ev in batch.events:
+        res = add_result()
+        try:
+            out = fn(ev.payload if decode is None else decode(ev.payload))
+            if out is None:
+                continue
+            if multi:
+                _check_multi_result(out)
+                outputs = res.outputs
+                for item in out:
+                    if plain and type(item) is bytes:
+                        outputs.add().payload = item
+                    else:
+                        _add_output(outputs, item, encode)
+            elif plain and type(out) is bytes:
+                res.outputs.add().payload = out
+            else:
+                _add_output(res.outputs, out, encode)
+        except Exception as exc:
+            res.ClearField("outputs")
+            res.error = describe_failure(name, ev.key, exc)
+
+
+def _run_key_by(step: Step, batch: Any, reply: Any) -> None:
+    name = step.name
+    fn = step.fn
+    decode = None if step.decoder is identity else step.decoder
+    add_result = reply.results.add
+    for ev in batch.events:
+        res = add_result()
+        try:
+            key = fn(ev.payload if decode is None else decode(ev.payload))
+            res.key = key if type(key) is bytes else key_bytes(key)
+        except Exception as exc:
+            res.error = describe_failure(name, ev.key, exc)
+
+
+def _run_state(step: Step, batch: Any, reply: Any) -> None:
+    name = step.name
+    fn = step.fn
+    multi = step.is_multi
+    decode = None if step.decoder is identity else step.decoder
+    encode = step.encoder
+    plain = encode is encode_default
+    loads = step.state_codec.loads
+    factory = step.state
+    results = reply.results
+    add_result = results.add
+    events = batch.events
+
+    # The engine's view of each key before this batch: the serialized state,
+    # or None for a key without state.
+    initial: Dict[bytes, Optional[bytes]] = {}
+    for entry in batch.states:
+        initial[entry.key] = entry.value if entry.present else None
+    states: Dict[bytes, Any] = {}
+    recovery: Optional[_Recovery] = None
+
+    i = -1
+    for ev in events:
+        i += 1
+        res = add_result()
+        key = ev.key
+        state = states.get(key, _MISSING)
+        if state is _MISSING:
+            value = initial.get(key)
+            try:
+                state = factory() if value is None else loads(value)
+            except Exception as exc:
+                when = " (making a new state)" if value is None else " (loading the state)"
+                res.error = describe_failure(name, key, exc, when)
+                if recovery is None:
+                    recovery = _Recovery(step, events, results, initial, states, decode)
+                recovery.failed.add(i)
+                continue
+            states[key] = state
+        try:
+            out = fn(ev.payload if decode is None else decode(ev.payload), state)
+            if out is None:
+                continue
+            if multi:
+                _check_multi_result(out)
+                outputs = res.outputs
+                for item in out:
+                    if plain and type(item) is bytes:
+                        outputs.add().payload = item
+                    else:
+                        _add_output(outputs, item, encode)
+            elif plain and type(out) is bytes:
+                res.outputs.add().payload = out
+            else:
+                _add_output(res.outputs, out, encode)
+        except Exception as exc:
+            res.ClearField("outputs")
+            res.error = describe_failure(name, key, exc)
+            if recovery is None:
+                recovery = _Recovery(step, events, results, initial, states, decode)
+            recovery.roll_back(i, key)
+
+    dumps = step.state_codec.dumps
+    add_state = reply.states.add
+    # A copy: failing to save a key removes it from ``states``.
+    for key, state in list(states.items()):
+        try:
+            value = dumps(state)
+        except Exception as exc:
+            if recovery is None:
+                recovery = _Recovery(step, events, results, initial, states, decode)
+            recovery.fail_key(key, exc, " (saving the state)")
+            continue
+        if value != initial.get(key):
+            entry = add_state()
+            entry.key = key
+            entry.value = value
+            entry.present = True
+
+
+class _Recovery:
+    """Puts a key's state back as it was before a failed event.
+
+    State objects are mutated in place, so a failing event may leave its
+    key's state half-changed. Instead of copying every state before every
+    event (which would cost a serialization per event on the common path),
+    the state is rebuilt when an event fails: from what the engine sent (or
+    a new state for a new key), then by running the step again over the
+    earlier events of that key in this batch that did not fail, discarding
+    their outputs. Step functions must therefore be deterministic in
+    ``(data, state)``, which replay after a crash requires anyway.
+
+    Only built for a batch in which something failed.
+    """
+
+    def __init__(
+        self,
+        step: Step,
+        events: Any,
+        results: Any,
+        initial: Dict[bytes, Optional[bytes]],
+        states: Dict[bytes, Any],
+        decode: Optional[Callable[[bytes], Any]],
+    ) -> None:
+        self.step = step
+        self.events = events
+        self.results = results
+        self.initial = initial
+        self.states = states
+        self.decode = decode
+        self.failed: Set[int] = set()
+        self._by_key: Optional[Dict[bytes, List[int]]] = None
+
+    def _indexes(self, key: bytes) -> List[int]:
+        """Indexes of the events of ``key`` in the batch, in order."""
+        if self._by_key is None:
+            by_key: Dict[bytes, List[int]] = {}
+            for j, ev in enumerate(self.events):
+                by_key.setdefault(ev.key, []).append(j)
+            self._by_key = by_key
+        return self._by_key[key]
+
+    def roll_back(self, failed_index: int, key: bytes) -> None:
+        """Event ``failed_index`` failed: rebuild the state of ``key``."""
+        self.failed.add(failed_index)
+        step = self.step
+        fn = step.fn
+        decode = self.decode
+        events = self.events
+        value = self.initial.get(key)
+        while True:
+            earlier = [
+                j
+                for j in self._indexes(key)
+                if j < failed_index and j not in self.failed
+            ]
+            if not earlier and value is None:
+                # A new key whose every event so far failed has no state yet.
+                self.states.pop(key, None)
+                return
+            try:
+                state = step.state() if value is None else step.state_codec.loads(value)
+            except Exception as exc:  # worked a moment ago; be safe anyway
+                self.fail_key(key, exc, " (restoring the state)", failed_index)
+                return
+            for j in earlier:
+                payload = events[j].payload
+                try:
+                    out = fn(payload if decode is None else decode(payload), state)
+                    if step.is_multi and out is not None:
+                        for _ in out:  # generators change state while iterated
+                            pass
+                except Exception as exc:
+                    # It succeeded the first time: the step is not
+                    # deterministic. Fail that event too, so that the outputs
+                    # sent match the state kept, and rebuild once more.
+                    log(
+                        f"step '{step.name}' key {key!r}: an event failed when "
+                        f"run again to restore the state: the step is not "
+                        f"deterministic"
+                    )
+                    self._fail_event(j, key, exc, " (run again to restore the state)")
+                    break
+            else:
+                self.states[key] = state
+                return
+
+    def fail_key(
+        self, key: bytes, exc: BaseException, when: str, upto: Optional[int] = None
+    ) -> None:
+        """The state of ``key`` cannot be rebuilt or saved: fail every event
+        of ``key`` processed so far (up to index ``upto``) and leave its
+        state as the engine has it."""
+        for j in self._indexes(key):
+            if upto is not None and j > upto:
+                break
+            if j not in self.failed:
+                self._fail_event(j, key, exc, when)
+        self.states.pop(key, None)
+
+    def _fail_event(self, j: int, key: bytes, exc: BaseException, when: str) -> None:
+        self.failed.add(j)
+        res = self.results[j]
+        res.ClearField("outputs")
+        res.error = describe_failure(self.step.name, key, exc, when)
+
+
+_RUNNERS = {
+    COMPUTATION: _run_stateless,
+    COMPUTATION_MULTI: _run_stateless,
+    STATE_COMPUTATION: _run_state,
+    STATE_COMPUTATION_MULTI: _run_state,
+    KEY_BY: _run_key_by,
+}
