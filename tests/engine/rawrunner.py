@@ -1,0 +1,149 @@
+"""A runner that speaks the protocol directly (pynng + the generated
+protobuf module, no SDK), for the engine's integration tests.
+
+It serves a few step functions and can misbehave once, on purpose, to test
+the engine's supervision. Environment:
+
+  WL_FAULT          none | crash | hang | garbage | oversize | badreply |
+                    badstate | batcherror | silent_hb
+  WL_FAULT_MARKER   a file: the fault happens only if it does not exist
+                    yet (the runner creates it), so that the replacement
+                    runner behaves; "always" as the value means every time.
+  WL_FAULT_AFTER    misbehave on the Nth batch (default 1)
+
+Step functions: upper (stateless), count (state: an ASCII counter per key,
+emits b"key:count"), first-word (key_by: the payload up to the first
+space), fail-bad (stateless: payload b"bad" raises a per-event error).
+"""
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "sdk-python", "wallaroo", "_pb"))
+import pynng  # noqa: E402
+import wallaroo_pb2 as pb  # noqa: E402
+
+
+def fault_now(batches_seen):
+    fault = os.environ.get("WL_FAULT", "none")
+    if fault == "none":
+        return None
+    if batches_seen != int(os.environ.get("WL_FAULT_AFTER", "1")):
+        return None
+    marker = os.environ.get("WL_FAULT_MARKER", "always")
+    if marker != "always":
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.close(fd)
+        except FileExistsError:
+            return None
+    return fault
+
+
+def serve_batch(steps, batch):
+    spec = steps[batch.step_id]
+    reply = pb.Frame()
+    rep = reply.reply
+    rep.batch_id = batch.batch_id
+    states = {s.key: (int(s.value) if s.present else 0) for s in batch.states}
+    changed = set()
+    for ev in batch.events:
+        res = rep.results.add()
+        fn = spec.function
+        if fn == "upper":
+            res.outputs.add().payload = ev.payload.upper()
+        elif fn == "fail-bad":
+            if ev.payload == b"bad":
+                res.error = "step '%s' key %r: ValueError: bad input" % (spec.name, ev.key)
+            else:
+                res.outputs.add().payload = ev.payload
+        elif fn == "first-word":
+            res.key = ev.payload.split(b" ", 1)[0]
+        elif fn == "count":
+            states[ev.key] = states.get(ev.key, 0) + 1
+            changed.add(ev.key)
+            res.outputs.add().payload = ev.key + b":" + str(states[ev.key]).encode()
+        else:
+            res.error = "unknown function " + fn
+    for k in changed:
+        st = rep.states.add()
+        st.key = k
+        st.value = str(states[k]).encode()
+        st.present = True
+    return reply
+
+
+def main():
+    addr = os.environ["WALLAROO_ENGINE_ADDR"]
+    maxmsg = int(os.environ.get("WALLAROO_MAX_MESSAGE_BYTES", 16 << 20))
+    sock = pynng.Pair1(recv_max_size=maxmsg * 4)
+    sock.dial(addr, block=True)
+    hello = pb.Frame()
+    hello.hello.version_major = int(os.environ.get("WL_VERSION_MAJOR", "1"))
+    hello.hello.role = pb.ROLE_RUNNER
+    hello.hello.program = os.environ["WALLAROO_PROGRAM"]
+    hello.hello.token = os.environ.get("WL_TOKEN_OVERRIDE", os.environ["WALLAROO_TOKEN"])
+    hello.hello.instance = int(os.environ["WALLAROO_INSTANCE"])
+    hello.hello.pid = os.getpid()
+    sock.send(hello.SerializeToString())
+    steps = {}
+    batches = 0
+    while True:
+        try:
+            data = sock.recv()
+        except pynng.exceptions.Closed:
+            return 0
+        f = pb.Frame()
+        f.ParseFromString(data)
+        kind = f.WhichOneof("body")
+        if kind == "refuse":
+            print("rawrunner: refused: %s" % f.refuse.message, file=sys.stderr)
+            return 2
+        if kind == "assign":
+            for s in f.assign.steps:
+                steps[s.step_id] = s
+            out = pb.Frame()
+            out.ready.SetInParent()
+            sock.send(out.SerializeToString())
+        elif kind == "heartbeat" and f.heartbeat.reply:
+            if os.environ.get("WL_FAULT") == "silent_hb" and fault_now(1):
+                time.sleep(3600)
+            out = pb.Frame()
+            out.heartbeat.seq = f.heartbeat.seq
+            sock.send(out.SerializeToString())
+        elif kind == "goodbye":
+            return 0
+        elif kind == "batch":
+            batches += 1
+            fault = fault_now(batches)
+            if fault == "crash":
+                os._exit(3)
+            if fault == "hang":
+                time.sleep(3600)
+            if fault == "garbage":
+                sock.send(b"\xff\xfe this is not a frame \x00\x01")
+                continue
+            if fault == "oversize":
+                sock.send(b"\x00" * (maxmsg + 1024))
+                continue
+            if fault == "batcherror":
+                out = pb.Frame()
+                out.error.code = pb.ERROR_CODE_TOO_LARGE
+                out.error.message = "reply of 99999999 bytes is over the limit"
+                out.error.batch_id = f.batch.batch_id
+                sock.send(out.SerializeToString())
+                continue
+            reply = serve_batch(steps, f.batch)
+            if fault == "badreply":
+                reply.reply.batch_id += 1000
+            if fault == "badstate":
+                st = reply.reply.states.add()
+                st.key = b"a key that is not in the batch"
+                st.value = b"1"
+                st.present = True
+            sock.send(reply.SerializeToString())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Built-in sources and sinks: TCP and file framing, bad frames from a
+client, SIGTERM draining, back pressure, and the TCP sink."""
+import socket
+import struct
+import threading
+
+from conftest import raw_program
+
+
+def frame(payload):
+    return struct.pack(">I", len(payload)) + payload
+
+
+def read_frames(data):
+    out, i = [], 0
+    while i < len(data):
+        (n,) = struct.unpack_from(">I", data, i)
+        out.append(data[i + 4:i + 4 + n])
+        i += 4 + n
+    assert i == len(data), "trailing partial frame in sink output"
+    return out
+
+
+def tcp_upper_topology(extra_source=""):
+    return ("application: tcp\nprograms:\n" + raw_program(instances=2) +
+            "sources:\n  in: {type: tcp, listen: '127.0.0.1:0'%s}\n" % extra_source +
+            "steps:\n  up: {kind: stateless, program: raw, function: upper, inputs: [in]}\n"
+            "sinks:\n  out: {type: file, path: out.bin, framing: length, inputs: [up]}\n")
+
+
+def listen_port(e):
+    line = e.wait_for(r"SRC-LISTEN source 'in' listening on 127.0.0.1:\d+")
+    return int(line.rsplit(":", 1)[1])
+
+
+def test_tcp_source_frames_are_processed_and_sigterm_drains(engine, tmp_path):
+    e = engine(tcp_upper_topology())
+    port = listen_port(e)
+    e.wait_for("READY application 'tcp'")
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        c.sendall(b"".join(frame(b"msg %d" % i) for i in range(5000)))
+    e.wait_for(r"SRC-CLOSE source 'in' peer 127.0.0.1:\d+ closed after 5000 events")
+    e.terminate()
+    assert e.wait() == 0
+    e.wait_for("ENGINE-SIGNAL signal 15: stopping sources and draining")
+    # One stream, routed by its origin: its order holds.
+    assert read_frames((tmp_path / "out.bin").read_bytes()) == [b"MSG %d" % i for i in range(5000)]
+    assert e.summary()["source=in"]["events"] == "5000"
+
+
+def test_oversized_tcp_frame_closes_only_that_connection(engine, tmp_path):
+    e = engine(tcp_upper_topology(", max_frame_bytes: 1024"))
+    port = listen_port(e)
+    e.wait_for("READY")
+    bad = socket.create_connection(("127.0.0.1", port))
+    bad.sendall(frame(b"a") + frame(b"b") + struct.pack(">I", 1 << 20) + b"x" * 100)
+    e.wait_for(r"SRC-FRAME source 'in' 127.0.0.1:\d+ offset 10: frame of 1048576 bytes "
+               r"exceeds max_frame_bytes=1024")
+    e.wait_for(r"SRC-CLOSE source 'in' peer 127.0.0.1:\d+: closing the connection after a bad frame")
+    bad.close()
+    with socket.create_connection(("127.0.0.1", port)) as good:
+        good.sendall(frame(b"c") + frame(b"d") + frame(b"e"))
+    e.wait_for(r"SRC-CLOSE source 'in' peer 127.0.0.1:\d+ closed after 3 events")
+    e.terminate()
+    assert e.wait() == 0
+    assert sorted(read_frames((tmp_path / "out.bin").read_bytes())) == [b"A", b"B", b"C", b"D", b"E"]
+    assert e.summary()["source=in"]["errors"] == "1"
+
+
+def test_tcp_client_closing_inside_a_frame_is_reported(engine, tmp_path):
+    e = engine(tcp_upper_topology())
+    port = listen_port(e)
+    e.wait_for("READY")
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        c.sendall(frame(b"whole") + struct.pack(">I", 50) + b"only part")
+    e.wait_for(r"SRC-TRUNCATED source 'in' 127.0.0.1:\d+ offset 9: stream ended inside a frame "
+               r"\(13 bytes dropped\)")
+    e.terminate()
+    assert e.wait() == 0
+    assert read_frames((tmp_path / "out.bin").read_bytes()) == [b"WHOLE"]
+
+
+def test_file_source_with_an_overlong_line_stops_there(engine, tmp_path):
+    (tmp_path / "in.txt").write_bytes(b"one\ntwo\n" + b"z" * 5000 + b"\nthree\n")
+    e = engine("application: lines\nprograms:\n" + raw_program(instances=1) +
+               "sources:\n  in: {type: file, path: in.txt, framing: line, max_frame_bytes: 1000}\n"
+               "steps:\n  up: {kind: stateless, program: raw, function: upper, inputs: [in]}\n"
+               "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [up]}\n")
+    assert e.wait() == 0
+    e.wait_for(r"SRC-FRAME source 'in' \S+in.txt offset 8: line longer than max_frame_bytes=1000")
+    assert (tmp_path / "out.txt").read_text() == "ONE\nTWO\n"
+
+
+def test_back_pressure_pauses_the_source_and_loses_nothing(engine, tmp_path):
+    n = 30000
+    (tmp_path / "in.txt").write_text("".join("k%d x\n" % (i % 11) for i in range(n)))
+    e = engine("application: bp\nlimits: {queue_max_bytes: 8192, batch_max_events: 64}\n"
+               "programs:\n" + raw_program(instances=2) +
+               "sources:\n  in: {type: file, path: in.txt, framing: line}\n"
+               "steps:\n  key: {kind: key_by, program: raw, function: first-word, inputs: [in]}\n"
+               "  cnt: {kind: state, program: raw, function: count, state: c, inputs: [key]}\n"
+               "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [cnt]}\n")
+    assert e.wait(timeout=120) == 0
+    s = e.summary()
+    assert int(s["source=in"]["pauses"]) > 0
+    lines = (tmp_path / "out.txt").read_text().splitlines()
+    assert len(lines) == n
+    finals = {}
+    for line in lines:
+        k, c = line.split(":")
+        finals[k] = max(finals.get(k, 0), int(c))
+    assert finals == {"k%d" % i: len(range(i, n, 11)) for i in range(11)}
+
+
+def test_engine_key_range_on_a_short_payload_is_a_step_error(engine, tmp_path):
+    (tmp_path / "in.txt").write_text("ABCDEF\nAB\nXYZWVU\n")
+    e = engine("application: keys\nprograms:\n" + raw_program(instances=1) +
+               "sources:\n  in: {type: file, path: in.txt, framing: line}\n"
+               "steps:\n  key: {kind: key_by, key: {offset: 1, length: 3}, inputs: [in]}\n"
+               "  cnt: {kind: state, program: raw, function: count, state: c, inputs: [key]}\n"
+               "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [cnt]}\n")
+    assert e.wait() == 0
+    e.wait_for(r"STEP-ERROR step 'key' key '' \(stream 1 message 2\): payload of 2 bytes is too "
+               r"short for key \{offset: 1, length: 3\}")
+    assert sorted((tmp_path / "out.txt").read_text().split()) == ["BCD:1", "YZW:1"]
+
+
+def test_tcp_sink_delivers_every_output_to_the_receiver(engine, tmp_path):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    received = bytearray()
+
+    def receive():
+        conn, _ = srv.accept()
+        with conn:
+            while True:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                received.extend(chunk)
+
+    t = threading.Thread(target=receive, daemon=True)
+    t.start()
+    (tmp_path / "in.txt").write_text("".join("line %d\n" % i for i in range(2000)))
+    e = engine("application: tcpsink\nprograms:\n" + raw_program(instances=1) +
+               "sources:\n  in: {type: file, path: in.txt, framing: line}\n"
+               "steps:\n  up: {kind: stateless, program: raw, function: upper, inputs: [in]}\n"
+               "sinks:\n  out: {type: tcp, connect: '127.0.0.1:%d', inputs: [up]}\n" % port)
+    assert e.wait() == 0
+    t.join(10)
+    srv.close()
+    assert read_frames(bytes(received)) == [b"LINE %d" % i for i in range(2000)]

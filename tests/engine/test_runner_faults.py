@@ -1,0 +1,161 @@
+"""The engine supervises runners: a runner that crashes, hangs, sends
+garbage, sends a frame over the size limit or breaks the protocol is
+replaced, its in-flight batches go to the replacement, and every accepted
+event is applied exactly once (the per-key counters prove it)."""
+import collections
+import os
+import signal
+
+import pytest
+
+from conftest import raw_program
+
+FAST_LIMITS = ("limits: {batch_deadline_ms: 1500, heartbeat_ms: 200, "
+               "heartbeat_timeout_ms: 1000, message_max_bytes: 65536, "
+               "restart_backoff_ms: 50}\n")
+
+
+def counting_topology(program, limits=FAST_LIMITS):
+    return ("application: faults\n" + limits +
+            "programs:\n" + program +
+            "sources:\n  lines: {type: file, path: in.txt, framing: line}\n"
+            "steps:\n"
+            "  key: {kind: key_by, program: raw, function: first-word, inputs: [lines]}\n"
+            "  cnt: {kind: state, program: raw, function: count, state: counts, inputs: [key]}\n"
+            "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [cnt]}\n")
+
+
+def write_input(tmp_path, keys=7, n=20000):
+    lines = ["k%d payload %d" % (i % keys, i) for i in range(n)]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    return collections.Counter(line.split()[0] for line in lines)
+
+
+def check_exactly_once(tmp_path, expected):
+    """Each key's outputs must be exactly key:1, key:2, ... key:n in order."""
+    seen = collections.defaultdict(list)
+    for line in (tmp_path / "out.txt").read_text().splitlines():
+        key, count = line.rsplit(":", 1)
+        seen[key].append(int(count))
+    assert set(seen) == set(expected)
+    for key, n in expected.items():
+        assert seen[key] == list(range(1, n + 1)), "key %s: lost, duplicated or reordered" % key
+
+
+@pytest.mark.parametrize("fault,tag", [
+    ("crash", r"SUP-CRASH runner raw/\d pid \d+ exited with status 3"),
+    ("hang", r"RUN-HUNG runner raw/\d pid \d+: no reply to a batch within batch_deadline_ms=1500"),
+    ("garbage", r"RUN-GARBAGE runner raw/\d pid \d+: sent \d+ bytes that are not a protocol frame"),
+    ("oversize", r"RUN-DISCONNECT runner raw/\d pid \d+: connection closed .*message_max_bytes=65536"),
+    ("badreply", r"RUN-PROTO runner raw/\d: reply for the wrong batch"),
+    ("badstate", r"RUN-PROTO runner raw/\d: (reply sets the state of key|state in a reply)"),
+])
+def test_misbehaving_runner_is_replaced_and_nothing_is_lost(engine, tmp_path, fault, tag):
+    expected = write_input(tmp_path)
+    e = engine(counting_topology(raw_program(
+        WL_FAULT=fault, WL_FAULT_MARKER=str(tmp_path / "marker"), WL_FAULT_AFTER=3)))
+    assert e.wait() == 0, e.log()
+    e.wait_for(tag, timeout=1)
+    e.wait_for(r"RUN-READY runner raw/\d pid \d+ serves", timeout=1)
+    assert e.count(r"SUP-RESTART runner raw/\d") >= 1
+    check_exactly_once(tmp_path, expected)
+    s = e.summary()
+    assert s["application"]["events_in"] == str(sum(expected.values()))
+    assert s["application"]["errors"] == "0"
+
+
+def test_runner_stopped_by_sigstop_is_detected_by_heartbeat(engine, tmp_path):
+    # A TCP source keeps the engine up while the runners sit idle.
+    e = engine("application: hb\n" + FAST_LIMITS + "programs:\n" + raw_program(instances=1) +
+               "sources:\n  in: {type: tcp, listen: '127.0.0.1:0'}\n"
+               "steps:\n  up: {kind: stateless, program: raw, function: upper, inputs: [in]}\n"
+               "sinks:\n  out: {type: file, path: out.txt, inputs: [up]}\n")
+    line = e.wait_for(r"SUP-SPAWN runner raw/0 pid (\d+)")
+    pid = int(line.split(" pid ")[1].split(":")[0])
+    e.wait_for(r"READY application")
+    os.kill(pid, signal.SIGSTOP)
+    e.wait_for(r"RUN-HUNG runner raw/0 pid %d: no heartbeat answer within heartbeat_timeout_ms=1000" % pid)
+    e.wait_for(r"RUN-READY runner raw/0 pid (?!%d)\d+" % pid)
+    e.terminate()
+    assert e.wait() == 0
+
+
+def test_poison_batch_fails_its_events_instead_of_killing_runners_forever(engine, tmp_path):
+    (tmp_path / "in.txt").write_text("k1 a\nk2 b\nk3 c\n")
+    # Every incarnation crashes on its first batch: the batch can never pass.
+    e = engine("application: poison\n" + FAST_LIMITS + "programs:\n" +
+               raw_program(instances=1, WL_FAULT="crash", WL_FAULT_MARKER="always", WL_FAULT_AFTER=1) +
+               "sources:\n  in: {type: file, path: in.txt, framing: line}\n"
+               "steps:\n  up: {kind: stateless, program: raw, function: upper, inputs: [in]}\n"
+               "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [up]}\n")
+    assert e.wait() == 0, e.log()
+    e.wait_for(r"BATCH-FAILED step 'up': batch \d+ of 3 events was in flight in 3 runner incarnations")
+    assert e.count(r"SUP-CRASH runner raw/0") == 3
+    assert e.summary()["step=up"]["errors"] == "3"
+    assert (tmp_path / "out.txt").read_text() == ""
+
+
+def test_runner_failing_a_whole_batch_fails_its_events_and_goes_on(engine, tmp_path):
+    (tmp_path / "in.txt").write_text("a\nb\n")
+    e = engine("application: batcherr\nprograms:\n" +
+               raw_program(instances=1, WL_FAULT="batcherror", WL_FAULT_MARKER=str(tmp_path / "m")) +
+               "sources:\n  in: {type: file, path: in.txt, framing: line}\n"
+               "steps:\n  up: {kind: stateless, program: raw, function: upper, inputs: [in]}\n"
+               "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [up]}\n")
+    assert e.wait() == 0, e.log()
+    e.wait_for(r"RUN-ERROR runner raw/0 reported an error \(code 5\): reply of 99999999 bytes")
+    e.wait_for(r"STEP-ERROR step 'up' key '' \(stream 1 message 1\): runner raw/0 failed the whole batch")
+    assert e.summary()["step=up"]["errors"] == "2"
+    assert e.count("SUP-CRASH") == 0
+
+
+def test_per_event_error_names_step_and_key_and_others_pass(engine, tmp_path):
+    (tmp_path / "in.txt").write_text("good\nbad\nfine\n")
+    e = engine("application: errs\nprograms:\n" + raw_program(instances=1) +
+               "sources:\n  in: {type: file, path: in.txt, framing: line}\n"
+               "steps:\n  check: {kind: stateless, program: raw, function: fail-bad, inputs: [in]}\n"
+               "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [check]}\n")
+    assert e.wait() == 0
+    e.wait_for(r"STEP-ERROR step 'check' key '' \(stream 1 message 2\): step 'check' key b'': ValueError: bad input")
+    assert (tmp_path / "out.txt").read_text() == "good\nfine\n"
+    assert e.summary()["application"]["errors"] == "1"
+
+
+def test_runner_with_wrong_protocol_version_is_refused_then_engine_gives_up(engine, tmp_path):
+    write_input(tmp_path, n=10)
+    e = engine(counting_topology(raw_program(instances=1, WL_VERSION_MAJOR=9)))
+    assert e.wait() == 1
+    e.wait_for(r"RUN-REFUSED runner raw/0 pid \d+: protocol version 9.0 is not supported")
+    e.wait_for(r"SUP-GIVEUP runner raw/0 failed 5 times in a row without becoming ready")
+
+
+def test_runner_with_wrong_token_is_refused(engine, tmp_path):
+    write_input(tmp_path, n=10)
+    e = engine(counting_topology(raw_program(instances=1, WL_TOKEN_OVERRIDE="0123")))
+    assert e.wait() == 1
+    e.wait_for(r"RUN-REFUSED runner raw/0 pid \d+: wrong token in hello")
+
+
+def test_program_that_cannot_be_executed_makes_the_engine_exit_1(engine, tmp_path):
+    write_input(tmp_path, n=10)
+    e = engine(counting_topology("  raw:\n    argv: [/nonexistent/runner]\n"))
+    assert e.wait() == 1
+    e.wait_for(r"SUP-CRASH runner raw/0 pid \d+ exited with status 127")
+    e.wait_for(r"SUP-GIVEUP runner raw/0")
+
+
+def test_event_too_large_for_a_message_fails_alone_with_a_clear_error(engine, tmp_path):
+    # first-word makes the whole 1500-byte line the key as well: key plus
+    # payload no longer fit in message_max_bytes=2048 for the next step.
+    (tmp_path / "in.txt").write_text("small one\n" + "x" * 1500 + "\nsmall two\n")
+    e = engine("application: big\nlimits: {message_max_bytes: 2048}\nprograms:\n" +
+               raw_program(instances=1) +
+               "sources:\n  in: {type: file, path: in.txt, framing: line, max_frame_bytes: 1600}\n"
+               "steps:\n  key: {kind: key_by, program: raw, function: first-word, inputs: [in]}\n"
+               "  cnt: {kind: state, program: raw, function: count, state: c, inputs: [key]}\n"
+               "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [cnt]}\n")
+    assert e.wait() == 0, e.log()
+    e.wait_for(r"BATCH-FAILED step 'cnt': the batch encodes to \d+ bytes, over message_max_bytes=2048")
+    assert sorted((tmp_path / "out.txt").read_text().split()) == ["small:1", "small:2"]
+    assert e.summary()["step=cnt"]["errors"] == "1"
+    assert e.count("SUP-CRASH") == 0

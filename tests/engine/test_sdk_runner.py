@@ -1,0 +1,59 @@
+"""The engine with runners built on the real Python SDK."""
+import sys
+
+from conftest import ROOT
+
+RUNNER = '''
+import wallaroo
+
+class Total:
+    def __init__(self):
+        self.n = 0
+
+def add(value, total):
+    if value < 0:
+        raise ValueError("negative value %d" % value)
+    total.n += value
+    return "%d" % total.n
+
+if __name__ == "__main__":
+    steps = wallaroo.Steps()
+    steps.key_by("by-name", lambda line: line.split(b" ")[0])
+    steps.state_computation("add", add, state=Total, decoder=lambda b: int(b.split(b" ")[1]))
+    wallaroo.run(steps)
+'''
+
+
+def topology(steps="by-name, add"):
+    return ("application: sdk\nprograms:\n"
+            "  py: {argv: [%s, runner.py], instances: 2, env: {PYTHONPATH: %s/sdk-python}}\n"
+            "sources:\n  in: {type: file, path: in.txt, framing: line}\n"
+            "steps:\n"
+            "  by-name: {kind: key_by, program: py, inputs: [in]}\n"
+            "  add: {kind: state, program: py, state: totals, inputs: [by-name]}\n"
+            "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [add]}\n"
+            % (sys.executable, ROOT))
+
+
+def test_sdk_state_step_totals_and_user_exception_is_a_step_error(engine, tmp_path):
+    (tmp_path / "runner.py").write_text(RUNNER)
+    (tmp_path / "in.txt").write_text("alice 5\nbob 1\nalice 10\nbob -3\nalice 15\nbob 2\n")
+    e = engine(topology())
+    assert e.wait() == 0, e.log()
+    out = (tmp_path / "out.txt").read_text().split()
+    # Per key, order holds: alice 5, 15, 30; bob 1, (error), 3.
+    assert [x for x in out if x in ("5", "15", "30")] == ["5", "15", "30"]
+    assert [x for x in out if x in ("1", "3")] == ["1", "3"]
+    assert len(out) == 5
+    e.wait_for(r"STEP-ERROR step 'add' key 'bob' \(stream 1 message 4\): step 'add' key b'bob': "
+               r"ValueError: negative value -3")
+    assert e.summary()["step=add"]["errors"] == "1"
+
+
+def test_sdk_runner_missing_a_step_function_makes_the_engine_give_up(engine, tmp_path):
+    (tmp_path / "runner.py").write_text(RUNNER.replace('steps.key_by("by-name"', 'steps.key_by("other"'))
+    (tmp_path / "in.txt").write_text("alice 5\n")
+    e = engine(topology())
+    assert e.wait() == 1
+    e.wait_for(r"RUN-ERROR runner py/\d reported an error \(code 4\): .*by-name")
+    e.wait_for(r"SUP-GIVEUP runner py/\d failed 5 times in a row without becoming ready")
