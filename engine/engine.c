@@ -43,6 +43,7 @@ typedef struct {
 	ev_signal sigterm, sigint;
 	int exit_code;
 	bool fatal;
+	bool signalled;    /* a SIGTERM/SIGINT was received */
 	char sockdir[256];
 	double started;     /* monotonic seconds at READY */
 	double finished;
@@ -162,8 +163,21 @@ signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	(void)revents;
 	if (g->state >= ENG_STOPPING)
 		return;
-	wl_log("ENGINE-SIGNAL", "signal %d: stopping sources and draining",
-	    w->signum);
+	if (g->state == ENG_DRAINING && g->signalled) {
+		/* The operator insists (a sink that cannot flush would make the
+		 * drain last forever): stop now, and say what is abandoned. */
+		wl_log("ENGINE-FORCE", "second signal %d while draining: stopping "
+		    "now; %llu events queued or in flight and %llu bytes unwritten "
+		    "by sinks are abandoned", w->signum,
+		    (unsigned long long)wl_flow_pending_events(g->flow),
+		    (unsigned long long)wl_flow_unwritten_bytes(g->flow));
+		g->fatal = true;
+		g->exit_code = WL_EXIT_FAILURE;
+		return;
+	}
+	g->signalled = true;
+	wl_log("ENGINE-SIGNAL", "signal %d: stopping sources and draining "
+	    "(a second signal stops at once)", w->signum);
 	stop_sources(g);
 	if (g->state == ENG_STARTING) {
 		/* Nothing was accepted yet: just stop. */

@@ -809,6 +809,32 @@ wl_flow_pressure(const wl_flow *f)
 	return false;
 }
 
+uint64_t
+wl_flow_pending_events(const wl_flow *f)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < f->t->nsteps; i++) {
+		const step_rt *st = &f->steps[i];
+		for (size_t j = 0; j < st->nslots; j++)
+			n += st->pending[j].count;
+	}
+	for (size_t i = 0; i < f->nslots; i++)
+		for (const batch *b = f->slots[i].head; b; b = b->next)
+			n += b->events.count;
+	return n;
+}
+
+uint64_t
+wl_flow_unwritten_bytes(const wl_flow *f)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < f->t->nsinks; i++)
+		n += wl_sink_backlog(f->sinks[i]);
+	return n;
+}
+
 bool
 wl_flow_drained(const wl_flow *f)
 {

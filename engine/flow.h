@@ -55,6 +55,10 @@ void wl_flow_tick(wl_flow *f, ev_tstamp now);
 /* True while some queue is over its byte limit: sources must pause. */
 bool wl_flow_pressure(const wl_flow *f);
 
+/* Events queued or in flight, and bytes not yet written by sinks. */
+uint64_t wl_flow_pending_events(const wl_flow *f);
+uint64_t wl_flow_unwritten_bytes(const wl_flow *f);
+
 /* True when nothing is queued, in flight or unwritten. */
 bool wl_flow_drained(const wl_flow *f);
 

@@ -42,7 +42,7 @@ def test_tcp_source_frames_are_processed_and_sigterm_drains(engine, tmp_path):
     e.wait_for(r"SRC-CLOSE source 'in' peer 127.0.0.1:\d+ closed after 5000 events")
     e.terminate()
     assert e.wait() == 0
-    e.wait_for("ENGINE-SIGNAL signal 15: stopping sources and draining")
+    e.wait_for(r"ENGINE-SIGNAL signal 15: stopping sources and draining \(a second signal stops at once\)")
     # One stream, routed by its origin: its order holds.
     assert read_frames((tmp_path / "out.bin").read_bytes()) == [b"MSG %d" % i for i in range(5000)]
     assert e.summary()["source=in"]["events"] == "5000"
@@ -152,3 +152,24 @@ def test_tcp_sink_delivers_every_output_to_the_receiver(engine, tmp_path):
     t.join(10)
     srv.close()
     assert read_frames(bytes(received)) == [b"LINE %d" % i for i in range(2000)]
+
+
+def test_second_sigterm_stops_a_drain_that_cannot_finish(engine, tmp_path):
+    # The TCP sink's receiver never exists: the drain cannot complete.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    srv.close()
+    (tmp_path / "in.txt").write_text("a\nb\nc\n")
+    e = engine("application: stuck\nprograms:\n" + raw_program(instances=1) +
+               "sources:\n  in: {type: file, path: in.txt, framing: line}\n"
+               "steps:\n  up: {kind: stateless, program: raw, function: upper, inputs: [in]}\n"
+               "sinks:\n  out: {type: tcp, connect: '127.0.0.1:%d', inputs: [up]}\n" % port)
+    e.wait_for(r"SINK-DISCONNECT sink 'out' 127.0.0.1:%d: Connection refused; retrying in 1 s" % port)
+    e.wait_for("ENGINE-DRAIN every source has ended")
+    e.terminate()
+    e.wait_for("ENGINE-SIGNAL signal 15")
+    e.terminate()
+    assert e.wait() == 1
+    e.wait_for(r"ENGINE-FORCE second signal 15 while draining: stopping now; \d+ events queued or "
+               r"in flight and \d+ bytes unwritten by sinks are abandoned")
