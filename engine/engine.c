@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -243,6 +244,17 @@ flow_fatal(void *arg, const char *why)
 	g->exit_code = WL_EXIT_FAILURE;
 }
 
+static double
+cpu_seconds(int who)
+{
+	struct rusage ru;
+
+	if (getrusage(who, &ru) != 0)
+		return 0;
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+	    (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
 static void
 summary(engine *g)
 {
@@ -260,6 +272,9 @@ summary(engine *g)
 	    (unsigned long long)wl_flow_outputs(g->flow),
 	    (unsigned long long)wl_flow_errors(g->flow),
 	    wl_flow_restarts(g->flow));
+	/* Runners are reaped by now, so RUSAGE_CHILDREN counts them all. */
+	printf("SUMMARY cpu engine_s=%.3f runners_s=%.3f\n",
+	    cpu_seconds(RUSAGE_SELF), cpu_seconds(RUSAGE_CHILDREN));
 	for (size_t i = 0; i < g->t->nsources; i++)
 		printf("SUMMARY source=%s events=%llu bytes=%llu errors=%llu "
 		    "pauses=%llu\n",
