@@ -4,11 +4,10 @@
  * Loading happens in three passes over the text, so that one run reports
  * every problem in the file and not just the first:
  *
- *  1. libyaml's event parser builds a small tree of our own nodes. We use
- *     events rather than yaml_parser_load() because the document API
- *     silently resolves aliases and drops anchors, and we want to reject
- *     both with their position. Map keys are then checked once, globally,
- *     for duplicates and for keys that are not strings.
+ *  1. yamltree.c builds a tree of positioned nodes from the text,
+ *     rejecting anchors, aliases and tags we have no type for. Map keys
+ *     are then checked once, globally, for duplicates and for keys that
+ *     are not strings.
  *  2. Each section is validated field by field into a draft wl_topology,
  *     keeping the tree nodes that later checks need for their positions.
  *     A field that is wrong is reported and left at its default, so the
@@ -31,35 +30,12 @@
 #include <errno.h>
 #include <unistd.h>
 
-#include <yaml.h>
-
+#include "limit.h"
 #include "topology.h"
-
-#define CORE_TAG "tag:yaml.org,2002:"
+#include "yamltree.h"
 
 /* The characters allowed in names, as told to the user. */
 #define NAME_CHARS "letters, digits, '_', '.' and '-'"
-
-typedef enum {
-	NODE_SCALAR,
-	NODE_SEQ,
-	NODE_MAP,
-	NODE_BAD, /* an alias: already reported; every check skips it */
-} node_type;
-
-typedef struct node node;
-struct node {
-	node_type type;
-	int line;     /* 1-based, from the libyaml start mark */
-	int col;
-	char *str;    /* scalars: the value, NUL-terminated */
-	size_t len;   /* scalars: its length, which may count NUL bytes */
-	bool plain;   /* scalar without quotes or !!str: may be an int or null */
-	bool skip;    /* map key already reported (duplicate, not a string) */
-	node **kids;  /* seq: the items; map: key, value, key, value... */
-	size_t nkids;
-	size_t cap;
-};
 
 typedef struct {
 	int line;
@@ -76,15 +52,15 @@ typedef struct {
 
 /* What the graph checks need about a source, step or sink. */
 typedef struct {
-	const node *name;    /* the key node: positions, and the name itself */
-	const node *inputs;  /* steps and sinks: the inputs list, if valid */
-	const node *after;   /* sources: the `after` value, if valid */
-	const node *program; /* steps: the `program` value, if valid */
-	const node *state;   /* steps: the `state` value, if valid */
-	ref *in;             /* resolved inputs */
+	const wl_yamlnode *name;    /* the key node: positions, and the name */
+	const wl_yamlnode *inputs;  /* steps and sinks: inputs, if valid */
+	const wl_yamlnode *after;   /* sources: the `after` value, if valid */
+	const wl_yamlnode *program; /* steps: the `program` value, if valid */
+	const wl_yamlnode *state;   /* steps: the `state` value, if valid */
+	ref *in;                    /* resolved inputs */
 	size_t nin;
 	int nconsumers;
-	bool dupname;        /* its name is taken by an earlier node */
+	bool dupname;               /* its name is taken by an earlier node */
 } aux;
 
 /*
@@ -93,8 +69,8 @@ typedef struct {
  * thousands of steps as quick to check as a small one.
  */
 typedef struct {
-	const node *name;
-	ref         r;
+	const wl_yamlnode *name;
+	ref                r;
 } entry;
 
 typedef struct {
@@ -104,16 +80,11 @@ typedef struct {
 
 typedef struct {
 	const char *name;    /* the file name used in messages */
-	const char *text;
-	size_t len;
 	wl_topology *t;
 	diag *diags;
 	size_t ndiags;
 	size_t diagcap;
 	bool nomem;
-	node **nodes;        /* every tree node, so that freeing is a loop */
-	size_t nnodes;
-	size_t nodecap;
 	name_index names;    /* sources, steps and sinks */
 	name_index programs; /* r.idx is the program's index */
 	aux *srcaux;
@@ -137,45 +108,13 @@ static const char *const kind_names[] = { "stateless", "key_by", "state",
 static const int kind_values[] = { WL_STEP_STATELESS, WL_STEP_KEY_BY,
 	WL_STEP_STATE };
 
-/*
- * The limits, as a table that drives both parsing and printing, so a new
- * limit is one line here plus its field in topology.h.
- */
-typedef struct {
-	const char *key;
-	size_t off;
-	bool wide;    /* the field is a uint64_t rather than a uint32_t */
-	uint64_t lo;
-	uint64_t hi;
-	uint64_t def;
-} limit_spec;
-
-#define LIMIT(k, lo, hi, def) \
-	{ #k, offsetof(wl_limits, k), sizeof(((wl_limits *) 0)->k) == 8, \
-	    lo, hi, def }
-
-static const limit_spec limit_specs[] = {
-	LIMIT(batch_max_events, 1, UINT32_MAX, 1024),
-	LIMIT(batch_max_bytes, 1, UINT32_MAX, 1048576),
-	LIMIT(inflight_batches, 1, UINT32_MAX, 4),
-	LIMIT(queue_max_bytes, 1, UINT64_MAX, 67108864),
-	LIMIT(message_max_bytes, 1024, 1073741824, 16777216),
-	LIMIT(heartbeat_ms, 1, UINT32_MAX, 1000),
-	LIMIT(heartbeat_timeout_ms, 1, UINT32_MAX, 5000),
-	LIMIT(batch_deadline_ms, 1, UINT32_MAX, 30000),
-	LIMIT(restart_backoff_ms, 1, UINT32_MAX, 100),
-	LIMIT(restart_backoff_max_ms, 1, UINT32_MAX, 5000),
-};
-
-#define NLIMITS (sizeof(limit_specs) / sizeof(limit_specs[0]))
-
 /* ------------------------------------------------------------------ */
 /* Reporting                                                           */
 /* ------------------------------------------------------------------ */
 
 static void report_at(ctx *c, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static void report(ctx *c, const node *n, const char *fmt, ...)
+static void report(ctx *c, const wl_yamlnode *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void
@@ -238,13 +177,20 @@ report_at(ctx *c, int line, int col, const char *fmt, ...)
 }
 
 static void
-report(ctx *c, const node *n, const char *fmt, ...)
+report(ctx *c, const wl_yamlnode *n, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
 	vreport_at(c, n->line, n->col, fmt, ap);
 	va_end(ap);
+}
+
+/* Problems the YAML tree finds join ours, to be sorted with them. */
+static void
+tree_report(void *arg, int line, int col, const char *msg)
+{
+	report_at(arg, line, col, "%s", msg);
 }
 
 static int
@@ -316,371 +262,20 @@ zalloc(ctx *c, size_t n, size_t size)
 }
 
 /* ------------------------------------------------------------------ */
-/* Pass 1: the YAML tree                                               */
+/* Name indexes                                                        */
 /* ------------------------------------------------------------------ */
-
-static node *
-node_new(ctx *c, node_type type, yaml_mark_t mark)
-{
-	node *n;
-
-	if (c->nnodes == c->nodecap) {
-		size_t cap = c->nodecap ? c->nodecap * 2 : 64;
-		node **a   = realloc(c->nodes, cap * sizeof(*a));
-		if (a == NULL) {
-			c->nomem = true;
-			return (NULL);
-		}
-		c->nodes   = a;
-		c->nodecap = cap;
-	}
-	if ((n = calloc(1, sizeof(*n))) == NULL) {
-		c->nomem = true;
-		return (NULL);
-	}
-	n->type                = type;
-	n->line                = (int) mark.line + 1;
-	n->col                 = (int) mark.column + 1;
-	c->nodes[c->nnodes++] = n;
-	return (n);
-}
-
-static bool
-node_add(ctx *c, node *parent, node *kid)
-{
-	if (parent->nkids == parent->cap) {
-		size_t cap = parent->cap ? parent->cap * 2 : 8;
-		node **a   = realloc(parent->kids, cap * sizeof(*a));
-		if (a == NULL) {
-			c->nomem = true;
-			return (false);
-		}
-		parent->kids = a;
-		parent->cap  = cap;
-	}
-	parent->kids[parent->nkids++] = kid;
-	return (true);
-}
-
-static void
-nodes_free(ctx *c)
-{
-	for (size_t i = 0; i < c->nnodes; i++) {
-		free(c->nodes[i]->str);
-		free(c->nodes[i]->kids);
-		free(c->nodes[i]);
-	}
-	free(c->nodes);
-	c->nodes  = NULL;
-	c->nnodes = 0;
-}
-
-/*
- * Checks the anchor and tag of a node. Only the YAML core tags are
- * accepted: anything else would ask for a type we do not have, and
- * anchors only exist to be aliased, which we do not support.
- */
-static void
-check_props(ctx *c, node *n, const yaml_char_t *anchor, const yaml_char_t *tag)
-{
-	static const char *const core[] = { "str", "int", "float", "bool",
-		"null", "seq", "map", NULL };
-	const char *tg = (const char *) tag;
-	const char *t;
-	int         i;
-
-	if (anchor != NULL) {
-		report(c, n, "anchors are not supported (&%s)", anchor);
-	}
-	if (tg == NULL) {
-		return;
-	}
-	if (strncmp(tg, CORE_TAG, strlen(CORE_TAG)) != 0) {
-		report(c, n, "tag '%s' is not supported; only the YAML core "
-		    "tags are", tg);
-		return;
-	}
-	t = tg + strlen(CORE_TAG);
-	for (i = 0; core[i] != NULL; i++) {
-		if (strcmp(t, core[i]) == 0) {
-			break;
-		}
-	}
-	if (core[i] == NULL) {
-		report(c, n, "tag '!!%s' is not supported; only the YAML core "
-		    "tags are", t);
-		return;
-	}
-	if (n->type == NODE_SCALAR) {
-		if (strcmp(t, "seq") == 0 || strcmp(t, "map") == 0) {
-			report(c, n, "tag '!!%s' is on a scalar", t);
-		}
-		/* An explicit tag decides whether a scalar is a string. */
-		n->plain = strcmp(t, "str") != 0;
-	} else if ((n->type == NODE_SEQ) != (strcmp(t, "seq") == 0) ||
-	    (n->type == NODE_MAP) != (strcmp(t, "map") == 0)) {
-		report(c, n, "tag '!!%s' is on a %s", t,
-		    n->type == NODE_SEQ ? "list" : "map");
-	}
-}
-
-/* Line and column of a byte offset, for errors libyaml gives no mark. */
-static void
-offset_pos(ctx *c, size_t off, int *line, int *col)
-{
-	*line = 1;
-	*col  = 1;
-	for (size_t i = 0; i < off && i < c->len; i++) {
-		if (c->text[i] == '\n') {
-			(*line)++;
-			*col = 1;
-		} else {
-			(*col)++;
-		}
-	}
-}
-
-static void
-report_syntax(ctx *c, const yaml_parser_t *p)
-{
-	const char *problem = p->problem ? p->problem : "invalid YAML";
-	int         line;
-	int         col;
-
-	if (p->error == YAML_MEMORY_ERROR) {
-		c->nomem = true;
-		return;
-	}
-	if (p->error == YAML_READER_ERROR) {
-		/* The reader (encoding) stage sets an offset but no mark. */
-		offset_pos(c, p->problem_offset, &line, &col);
-		if (p->problem_value != -1) {
-			report_at(c, line, col, "%s (byte 0x%02x)", problem,
-			    (unsigned) p->problem_value & 0xffu);
-		} else {
-			report_at(c, line, col, "%s", problem);
-		}
-		return;
-	}
-	line = (int) p->problem_mark.line + 1;
-	col  = (int) p->problem_mark.column + 1;
-	if (p->context != NULL) {
-		report_at(c, line, col, "%s (%s at line %d, column %d)",
-		    problem, p->context, (int) p->context_mark.line + 1,
-		    (int) p->context_mark.column + 1);
-	} else {
-		report_at(c, line, col, "%s", problem);
-	}
-}
-
-/*
- * Builds the tree of the only document in the text. Returns its root, or
- * NULL after reporting why there is none.
- */
-static node *
-tree_build(ctx *c)
-{
-	yaml_parser_t p;
-	yaml_event_t  ev;
-	node        **stack = NULL;
-	size_t        depth = 0;
-	size_t        cap   = 0;
-	node         *root  = NULL;
-	int           ndocs = 0;
-	bool          done  = false;
-	bool          ok    = true;
-
-	if (!yaml_parser_initialize(&p)) {
-		c->nomem = true;
-		return (NULL);
-	}
-	yaml_parser_set_input_string(&p,
-	    (const unsigned char *) (c->text ? c->text : ""), c->len);
-
-	while (!done && ok) {
-		node *n = NULL;
-
-		if (!yaml_parser_parse(&p, &ev)) {
-			report_syntax(c, &p);
-			ok = false;
-			break;
-		}
-		switch (ev.type) {
-		case YAML_DOCUMENT_START_EVENT:
-			if (++ndocs > 1) {
-				report_at(c, (int) ev.start_mark.line + 1,
-				    (int) ev.start_mark.column + 1,
-				    "only one YAML document is allowed");
-				ok = false;
-			}
-			break;
-		case YAML_STREAM_END_EVENT:
-			done = true;
-			break;
-		case YAML_SCALAR_EVENT:
-			if ((n = node_new(c, NODE_SCALAR, ev.start_mark)) ==
-			        NULL ||
-			    (n->str = dupmem(c, (const char *) ev.data.scalar.value,
-			         ev.data.scalar.length)) == NULL) {
-				ok = false;
-				break;
-			}
-			n->len   = ev.data.scalar.length;
-			n->plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-			check_props(c, n, ev.data.scalar.anchor, ev.data.scalar.tag);
-			break;
-		case YAML_SEQUENCE_START_EVENT:
-			if ((n = node_new(c, NODE_SEQ, ev.start_mark)) == NULL) {
-				ok = false;
-				break;
-			}
-			check_props(c, n, ev.data.sequence_start.anchor,
-			    ev.data.sequence_start.tag);
-			break;
-		case YAML_MAPPING_START_EVENT:
-			if ((n = node_new(c, NODE_MAP, ev.start_mark)) == NULL) {
-				ok = false;
-				break;
-			}
-			check_props(c, n, ev.data.mapping_start.anchor,
-			    ev.data.mapping_start.tag);
-			break;
-		case YAML_ALIAS_EVENT:
-			if ((n = node_new(c, NODE_BAD, ev.start_mark)) == NULL) {
-				ok = false;
-				break;
-			}
-			report(c, n, "aliases are not supported (*%s)",
-			    ev.data.alias.anchor);
-			break;
-		case YAML_SEQUENCE_END_EVENT:
-		case YAML_MAPPING_END_EVENT:
-			if (depth > 0) {
-				depth--;
-			}
-			break;
-		default:
-			break;
-		}
-		if (n != NULL && ok) {
-			if (depth == 0) {
-				if (root == NULL) {
-					root = n;
-				}
-			} else if (!node_add(c, stack[depth - 1], n)) {
-				ok = false;
-			}
-			if (ok && (n->type == NODE_SEQ || n->type == NODE_MAP)) {
-				if (depth == cap) {
-					size_t nc = cap ? cap * 2 : 16;
-					node **s  = realloc(stack, nc * sizeof(*s));
-					if (s == NULL) {
-						c->nomem = true;
-						ok       = false;
-					} else {
-						stack = s;
-						cap   = nc;
-					}
-				}
-				if (ok) {
-					stack[depth++] = n;
-				}
-			}
-		}
-		yaml_event_delete(&ev);
-	}
-	free(stack);
-	yaml_parser_delete(&p);
-	if (!ok) {
-		return (NULL);
-	}
-	return (root);
-}
-
-static bool
-is_null(const node *n)
-{
-	return (n->type == NODE_SCALAR && n->plain &&
-	    (n->len == 0 || strcmp(n->str, "~") == 0 ||
-	        strcmp(n->str, "null") == 0 || strcmp(n->str, "Null") == 0 ||
-	        strcmp(n->str, "NULL") == 0));
-}
-
-/* Plain decimal as we accept it: no sign, no leading zero, no '_'. */
-static bool
-is_decimal(const node *n)
-{
-	const char *s = n->str;
-
-	if (n->len == 0 || n->len != strlen(s)) {
-		return (false);
-	}
-	if (*s == '-') {
-		s++;
-	}
-	if (*s == '\0' || (s[0] == '0' && s[1] != '\0')) {
-		return (false);
-	}
-	return (strspn(s, "0123456789") == strlen(s));
-}
-
-/* How a node looks to a reader, for "must be X, not Y" messages. */
-static const char *
-kind_of(const node *n)
-{
-	switch (n->type) {
-	case NODE_SEQ:
-		return ("a list");
-	case NODE_MAP:
-		return ("a map");
-	case NODE_BAD:
-		return ("an alias");
-	case NODE_SCALAR:
-		break;
-	}
-	if (is_null(n)) {
-		return ("null");
-	}
-	if (n->plain && is_decimal(n)) {
-		return ("an integer");
-	}
-	return ("a string");
-}
-
-static bool
-same_str(const node *a, const node *b)
-{
-	return (a->len == b->len && memcmp(a->str, b->str, a->len) == 0);
-}
-
-static int
-str_order(const node *a, const node *b)
-{
-	int d = memcmp(a->str, b->str, a->len < b->len ? a->len : b->len);
-
-	if (d != 0) {
-		return (d);
-	}
-	return (a->len < b->len ? -1 : a->len > b->len);
-}
-
-static bool
-earlier(const node *a, const node *b)
-{
-	return (a->line < b->line || (a->line == b->line && a->col < b->col));
-}
 
 static int
 entry_cmp(const void *a, const void *b)
 {
 	const entry *x = a;
 	const entry *y = b;
-	int          d = str_order(x->name, y->name);
+	int          d = wl_yamltree_strcmp(x->name, y->name);
 
 	if (d != 0) {
 		return (d);
 	}
-	return (earlier(x->name, y->name) ? -1 : earlier(y->name, x->name));
+	return (wl_yamltree_poscmp(x->name, y->name));
 }
 
 static bool
@@ -692,102 +287,37 @@ index_init(ctx *c, name_index *ix, size_t cap)
 
 /* The first definition of `name`, or NULL. */
 static const entry *
-index_find(const name_index *ix, const node *name)
+index_find(const name_index *ix, const wl_yamlnode *name)
 {
 	size_t lo = 0;
 	size_t hi = ix->n;
 
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		if (str_order(ix->v[mid].name, name) < 0) {
+		if (wl_yamltree_strcmp(ix->v[mid].name, name) < 0) {
 			lo = mid + 1;
 		} else {
 			hi = mid;
 		}
 	}
-	if (lo < ix->n && same_str(ix->v[lo].name, name)) {
+	if (lo < ix->n && wl_yamltree_strcmp(ix->v[lo].name, name) == 0) {
 		return (&ix->v[lo]);
 	}
 	return (NULL);
-}
-
-/*
- * Checks the keys of every map in the file, used or not: a key must be a
- * string and appear once. Offending keys are marked so that later passes
- * neither use nor report them again.
- */
-static void
-check_map_keys(ctx *c)
-{
-	for (size_t i = 0; i < c->nnodes; i++) {
-		node      *m = c->nodes[i];
-		name_index ix;
-
-		if (m->type != NODE_MAP || m->nkids == 0) {
-			continue;
-		}
-		if (!index_init(c, &ix, m->nkids / 2)) {
-			return;
-		}
-		for (size_t k = 0; k + 1 < m->nkids; k += 2) {
-			node *key = m->kids[k];
-
-			if (key->type == NODE_BAD) {
-				key->skip = true;
-			} else if (key->type != NODE_SCALAR || is_null(key)) {
-				report(c, key, "a map key must be a string, not %s",
-				    kind_of(key));
-				key->skip = true;
-			} else {
-				ix.v[ix.n].name    = key;
-				ix.v[ix.n++].r.idx = (int) k;
-			}
-		}
-		qsort(ix.v, ix.n, sizeof(entry), entry_cmp);
-		for (size_t k = 1, first = 0; k < ix.n; k++) {
-			if (!same_str(ix.v[k].name, ix.v[first].name)) {
-				first = k;
-				continue;
-			}
-			report(c, ix.v[k].name, "duplicate key '%s' (first at line "
-			    "%d)", ix.v[k].name->str, ix.v[first].name->line);
-			m->kids[ix.v[k].r.idx]->skip = true;
-		}
-		free(ix.v);
-	}
 }
 
 /* ------------------------------------------------------------------ */
 /* Pass 2: typed fields                                                */
 /* ------------------------------------------------------------------ */
 
-/* The value of `key` in `map`, or NULL; *keyp gets the key node. */
-static const node *
-map_find(const node *map, const char *key, const node **keyp)
-{
-	if (map == NULL || map->type != NODE_MAP) {
-		return (NULL);
-	}
-	for (size_t k = 0; k + 1 < map->nkids; k += 2) {
-		const node *kn = map->kids[k];
-		if (!kn->skip && kn->len == strlen(key) &&
-		    strcmp(kn->str, key) == 0) {
-			if (keyp != NULL) {
-				*keyp = kn;
-			}
-			return (map->kids[k + 1]);
-		}
-	}
-	return (NULL);
-}
-
 /* Reports keys of `map` not in `keys`; `where` is e.g. "in step 'x'". */
 static void
-check_keys(ctx *c, const node *map, const char *const keys[], const char *where)
+check_keys(ctx *c, const wl_yamlnode *map, const char *const keys[],
+    const char *where)
 {
 	for (size_t k = 0; k + 1 < map->nkids; k += 2) {
-		const node *kn = map->kids[k];
-		size_t      i;
+		const wl_yamlnode *kn = map->kids[k];
+		size_t             i;
 
 		if (kn->skip) {
 			continue;
@@ -805,7 +335,7 @@ check_keys(ctx *c, const node *map, const char *const keys[], const char *where)
 }
 
 static void
-missing(ctx *c, const node *at, const char *owner, const char *key)
+missing(ctx *c, const wl_yamlnode *at, const char *owner, const char *key)
 {
 	if (owner == NULL) {
 		report(c, at, "missing required key '%s'", key);
@@ -815,16 +345,16 @@ missing(ctx *c, const node *at, const char *owner, const char *key)
 }
 
 static bool
-want(ctx *c, const node *n, node_type type, const char *label)
+want(ctx *c, const wl_yamlnode *n, wl_yamltype type, const char *label)
 {
-	if (n->type == NODE_BAD) {
+	if (n->type == WL_YAML_BAD) {
 		return (false);
 	}
 	if (n->type != type) {
 		report(c, n, "%s must be %s, not %s", label,
-		    type == NODE_MAP ? "a map" :
-		    type == NODE_SEQ ? "a list" : "a string",
-		    kind_of(n));
+		    type == WL_YAML_MAP ? "a map" :
+		    type == WL_YAML_SEQ ? "a list" : "a string",
+		    wl_yamltree_kind(n));
 		return (false);
 	}
 	return (true);
@@ -835,13 +365,14 @@ want(ctx *c, const node *n, node_type type, const char *label)
  * but where we want a string, the text is what the user meant.
  */
 static bool
-get_str(ctx *c, const node *n, const char *label, const char **out)
+get_str(ctx *c, const wl_yamlnode *n, const char *label, const char **out)
 {
-	if (n->type == NODE_BAD) {
+	if (n->type == WL_YAML_BAD) {
 		return (false);
 	}
-	if (n->type != NODE_SCALAR || is_null(n)) {
-		report(c, n, "%s must be a string, not %s", label, kind_of(n));
+	if (n->type != WL_YAML_SCALAR || wl_yamltree_is_null(n)) {
+		report(c, n, "%s must be a string, not %s", label,
+		    wl_yamltree_kind(n));
 		return (false);
 	}
 	if (strlen(n->str) != n->len) {
@@ -853,7 +384,7 @@ get_str(ctx *c, const node *n, const char *label, const char **out)
 }
 
 static bool
-get_nonempty(ctx *c, const node *n, const char *label, const char **out)
+get_nonempty(ctx *c, const wl_yamlnode *n, const char *label, const char **out)
 {
 	const char *s;
 
@@ -879,7 +410,7 @@ valid_name(const char *s)
 
 /* Checks a name; `label` is e.g. "source name". */
 static bool
-get_name(ctx *c, const node *n, const char *label, const char **out)
+get_name(ctx *c, const wl_yamlnode *n, const char *label, const char **out)
 {
 	const char *s;
 
@@ -895,20 +426,21 @@ get_name(ctx *c, const node *n, const char *label, const char **out)
 }
 
 static bool
-get_uint(ctx *c, const node *n, const char *label, uint64_t lo, uint64_t hi,
-    uint64_t *out)
+get_uint(ctx *c, const wl_yamlnode *n, const char *label, uint64_t lo,
+    uint64_t hi, uint64_t *out)
 {
 	uint64_t v = 0;
 	bool     big = false;
 
-	if (n->type == NODE_BAD) {
+	if (n->type == WL_YAML_BAD) {
 		return (false);
 	}
-	if (n->type != NODE_SCALAR || !n->plain || is_null(n)) {
-		report(c, n, "%s must be an integer, not %s", label, kind_of(n));
+	if (n->type != WL_YAML_SCALAR || !n->plain || wl_yamltree_is_null(n)) {
+		report(c, n, "%s must be an integer, not %s", label,
+		    wl_yamltree_kind(n));
 		return (false);
 	}
-	if (!is_decimal(n)) {
+	if (!wl_yamltree_is_decimal(n)) {
 		report(c, n, "%s must be a plain decimal integer, not '%s'",
 		    label, n->str);
 		return (false);
@@ -933,8 +465,8 @@ get_uint(ctx *c, const node *n, const char *label, uint64_t lo, uint64_t hi,
 }
 
 static bool
-get_enum(ctx *c, const node *n, const char *label, const char *const names[],
-    const int values[], int *out)
+get_enum(ctx *c, const wl_yamlnode *n, const char *label,
+    const char *const names[], const int values[], int *out)
 {
 	const char *s;
 	char        list[128] = "";
@@ -996,7 +528,8 @@ join_path(ctx *c, const char *dir, const char *p)
  * brackets of an IPv6 host are removed.
  */
 static bool
-get_addr(ctx *c, const node *n, const char *label, unsigned lo, wl_io *io)
+get_addr(ctx *c, const wl_yamlnode *n, const char *label, unsigned lo,
+    wl_io *io)
 {
 	const char *s;
 	const char *colon;
@@ -1037,7 +570,7 @@ bad:
 
 /* Entries of a section map that were not rejected as keys. */
 static size_t
-count_entries(const node *map)
+count_entries(const wl_yamlnode *map)
 {
 	size_t n = 0;
 
@@ -1048,30 +581,25 @@ count_entries(const node *map)
 }
 
 static void
-parse_limits(ctx *c, const node *map)
+parse_limits(ctx *c, const wl_yamlnode *map)
 {
-	wl_limits  *l = &c->t->limits;
-	const node *kn;
-	const node *v;
-	char        label[64];
+	wl_limits         *l = &c->t->limits;
+	const wl_yamlnode *kn;
+	const wl_yamlnode *v;
+	char               label[64];
 
-	if (map == NULL || !want(c, map, NODE_MAP, "limits")) {
+	if (map == NULL || !want(c, map, WL_YAML_MAP, "limits")) {
 		return;
 	}
 	for (size_t k = 0; k + 1 < map->nkids; k += 2) {
-		const limit_spec *ls = NULL;
-		uint64_t          val;
+		const wl_limit_spec *ls;
+		uint64_t             val;
 
 		kn = map->kids[k];
 		if (kn->skip) {
 			continue;
 		}
-		for (size_t i = 0; i < NLIMITS; i++) {
-			if (strcmp(kn->str, limit_specs[i].key) == 0) {
-				ls = &limit_specs[i];
-			}
-		}
-		if (ls == NULL) {
+		if ((ls = wl_limit_find(kn->str)) == NULL) {
 			report(c, kn, "unknown key '%s' in limits", kn->str);
 			continue;
 		}
@@ -1079,28 +607,24 @@ parse_limits(ctx *c, const node *map)
 		if (!get_uint(c, map->kids[k + 1], label, ls->lo, ls->hi, &val)) {
 			continue;
 		}
-		if (ls->wide) {
-			*(uint64_t *) (void *) ((char *) l + ls->off) = val;
-		} else {
-			*(uint32_t *) (void *) ((char *) l + ls->off) =
-			    (uint32_t) val;
-		}
+		wl_limit_set(l, ls, val);
 	}
 
 	/*
 	 * The engine would declare a runner dead before its first missed
 	 * heartbeat, or shrink the restart delay as it backs off.
 	 */
-	if ((v = map_find(map, "heartbeat_timeout_ms", &kn)) == NULL) {
-		v = map_find(map, "heartbeat_ms", &kn);
+	if ((v = wl_yamltree_find(map, "heartbeat_timeout_ms", &kn)) == NULL) {
+		v = wl_yamltree_find(map, "heartbeat_ms", &kn);
 	}
 	if (v != NULL && l->heartbeat_timeout_ms <= l->heartbeat_ms) {
 		report(c, v, "limits.heartbeat_timeout_ms (%u) must be greater "
 		    "than limits.heartbeat_ms (%u)", l->heartbeat_timeout_ms,
 		    l->heartbeat_ms);
 	}
-	if ((v = map_find(map, "restart_backoff_max_ms", &kn)) == NULL) {
-		v = map_find(map, "restart_backoff_ms", &kn);
+	if ((v = wl_yamltree_find(map, "restart_backoff_max_ms", &kn)) ==
+	    NULL) {
+		v = wl_yamltree_find(map, "restart_backoff_ms", &kn);
 	}
 	if (v != NULL && l->restart_backoff_max_ms < l->restart_backoff_ms) {
 		report(c, v, "limits.restart_backoff_max_ms (%u) must not be "
@@ -1110,31 +634,32 @@ parse_limits(ctx *c, const node *map)
 }
 
 static void
-parse_program(ctx *c, const node *key, const node *val, wl_program *p)
+parse_program(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val,
+    wl_program *p)
 {
 	static const char *const keys[] = { "argv", "instances", "env", "cwd",
 		NULL };
-	const node *v;
-	const char *s;
-	char        owner[160];
-	char        where[170];
-	char        label[200];
-	uint64_t    u;
+	const wl_yamlnode *v;
+	const char        *s;
+	char               owner[160];
+	char               where[170];
+	char               label[200];
+	uint64_t           u;
 
 	p->name      = dupstr(c, key->str);
 	p->instances = 1;
 	(void) get_name(c, key, "program name", &s);
 	snprintf(owner, sizeof(owner), "program '%s'", key->str);
 	snprintf(where, sizeof(where), "in %s", owner);
-	if (!want(c, val, NODE_MAP, owner)) {
+	if (!want(c, val, WL_YAML_MAP, owner)) {
 		return;
 	}
 	check_keys(c, val, keys, where);
 
-	if ((v = map_find(val, "argv", NULL)) == NULL) {
+	if ((v = wl_yamltree_find(val, "argv", NULL)) == NULL) {
 		missing(c, key, owner, "argv");
 	} else if (snprintf(label, sizeof(label), "%s argv", owner),
-	    want(c, v, NODE_SEQ, label)) {
+	    want(c, v, WL_YAML_SEQ, label)) {
 		if (v->nkids == 0) {
 			report(c, v, "%s argv must not be empty", owner);
 		} else if ((p->argv = zalloc(c, v->nkids + 1,
@@ -1150,22 +675,22 @@ parse_program(ctx *c, const node *key, const node *val, wl_program *p)
 		}
 	}
 
-	if ((v = map_find(val, "instances", NULL)) != NULL) {
+	if ((v = wl_yamltree_find(val, "instances", NULL)) != NULL) {
 		snprintf(label, sizeof(label), "%s instances", owner);
 		if (get_uint(c, v, label, 1, 256, &u)) {
 			p->instances = (uint32_t) u;
 		}
 	}
 
-	if ((v = map_find(val, "env", NULL)) != NULL) {
+	if ((v = wl_yamltree_find(val, "env", NULL)) != NULL) {
 		snprintf(label, sizeof(label), "%s env", owner);
-		if (want(c, v, NODE_MAP, label) &&
+		if (want(c, v, WL_YAML_MAP, label) &&
 		    (p->env = zalloc(c, v->nkids / 2 + 1, sizeof(char *))) !=
 		        NULL) {
 			for (size_t k = 0; k + 1 < v->nkids; k += 2) {
-				const node *en = v->kids[k];
-				const char *ev;
-				char       *kv;
+				const wl_yamlnode *en = v->kids[k];
+				const char        *ev;
+				char              *kv;
 
 				if (en->skip) {
 					continue;
@@ -1193,7 +718,7 @@ parse_program(ctx *c, const node *key, const node *val, wl_program *p)
 		}
 	}
 
-	if ((v = map_find(val, "cwd", NULL)) != NULL) {
+	if ((v = wl_yamltree_find(val, "cwd", NULL)) != NULL) {
 		snprintf(label, sizeof(label), "%s cwd", owner);
 		if (get_nonempty(c, v, label, &s)) {
 			p->cwd = join_path(c, c->t->dir, s);
@@ -1206,20 +731,20 @@ parse_program(ctx *c, const node *key, const node *val, wl_program *p)
 }
 
 static void
-parse_inputs(ctx *c, const node *val, const node *key, const char *owner,
-    aux *a)
+parse_inputs(ctx *c, const wl_yamlnode *val, const wl_yamlnode *key,
+    const char *owner, aux *a)
 {
-	const node *v;
-	const char *s;
-	char        label[200];
-	bool        ok = true;
+	const wl_yamlnode *v;
+	const char        *s;
+	char               label[200];
+	bool               ok = true;
 
-	if ((v = map_find(val, "inputs", NULL)) == NULL) {
+	if ((v = wl_yamltree_find(val, "inputs", NULL)) == NULL) {
 		missing(c, key, owner, "inputs");
 		return;
 	}
 	snprintf(label, sizeof(label), "%s inputs", owner);
-	if (!want(c, v, NODE_SEQ, label)) {
+	if (!want(c, v, WL_YAML_SEQ, label)) {
 		return;
 	}
 	if (v->nkids == 0) {
@@ -1236,23 +761,23 @@ parse_inputs(ctx *c, const node *val, const node *key, const char *owner,
 }
 
 static void
-parse_io(ctx *c, const node *key, const node *val, bool source, wl_io *io,
-    aux *a)
+parse_io(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val, bool source,
+    wl_io *io, aux *a)
 {
 	static const char *const src_keys[] = { "type", "path", "listen",
 		"framing", "max_frame_bytes", "after", NULL };
 	static const char *const sink_keys[] = { "type", "path", "connect",
 		"framing", "inputs", NULL };
-	const char *what  = source ? "source" : "sink";
-	const char *akey  = source ? "listen" : "connect";
-	const node *v;
-	const node *kn;
-	const char *s;
-	char        owner[160];
-	char        where[170];
-	char        label[200];
-	int         e;
-	uint64_t    u;
+	const char        *what  = source ? "source" : "sink";
+	const char        *akey  = source ? "listen" : "connect";
+	const wl_yamlnode *v;
+	const wl_yamlnode *kn;
+	const char        *s;
+	char               owner[160];
+	char               where[170];
+	char               label[200];
+	int                e;
+	uint64_t           u;
 
 	io->name    = dupstr(c, key->str);
 	io->framing = WL_FRAMING_LENGTH;
@@ -1262,12 +787,12 @@ parse_io(ctx *c, const node *key, const node *val, bool source, wl_io *io,
 	(void) get_name(c, key, label, &s);
 	snprintf(owner, sizeof(owner), "%s '%s'", what, key->str);
 	snprintf(where, sizeof(where), "in %s", owner);
-	if (!want(c, val, NODE_MAP, owner)) {
+	if (!want(c, val, WL_YAML_MAP, owner)) {
 		return;
 	}
 	check_keys(c, val, source ? src_keys : sink_keys, where);
 
-	if ((v = map_find(val, "type", NULL)) == NULL) {
+	if ((v = wl_yamltree_find(val, "type", NULL)) == NULL) {
 		missing(c, key, owner, "type");
 	} else {
 		snprintf(label, sizeof(label), "%s type", owner);
@@ -1276,7 +801,7 @@ parse_io(ctx *c, const node *key, const node *val, bool source, wl_io *io,
 		}
 	}
 
-	if ((v = map_find(val, "path", &kn)) != NULL) {
+	if ((v = wl_yamltree_find(val, "path", &kn)) != NULL) {
 		snprintf(label, sizeof(label), "%s path", owner);
 		if (io->type == WL_IO_TCP) {
 			report(c, kn, "%s has 'path', which only file %ss take",
@@ -1288,7 +813,7 @@ parse_io(ctx *c, const node *key, const node *val, bool source, wl_io *io,
 		missing(c, key, owner, "path");
 	}
 
-	if ((v = map_find(val, akey, &kn)) != NULL) {
+	if ((v = wl_yamltree_find(val, akey, &kn)) != NULL) {
 		snprintf(label, sizeof(label), "%s %s", owner, akey);
 		if (io->type == WL_IO_FILE) {
 			report(c, kn, "%s has '%s', which only tcp %ss take",
@@ -1302,7 +827,7 @@ parse_io(ctx *c, const node *key, const node *val, bool source, wl_io *io,
 		missing(c, key, owner, akey);
 	}
 
-	if ((v = map_find(val, "framing", NULL)) != NULL) {
+	if ((v = wl_yamltree_find(val, "framing", NULL)) != NULL) {
 		snprintf(label, sizeof(label), "%s framing", owner);
 		if (get_enum(c, v, label, framing_names, framing_values, &e)) {
 			io->framing = (wl_framing) e;
@@ -1319,7 +844,7 @@ parse_io(ctx *c, const node *key, const node *val, bool source, wl_io *io,
 	 * no larger than a message; half leaves room for batching.
 	 */
 	io->max_frame_bytes = c->t->limits.message_max_bytes / 2;
-	if ((v = map_find(val, "max_frame_bytes", NULL)) != NULL) {
+	if ((v = wl_yamltree_find(val, "max_frame_bytes", NULL)) != NULL) {
 		snprintf(label, sizeof(label), "%s max_frame_bytes", owner);
 		if (get_uint(c, v, label, 1, c->t->limits.message_max_bytes,
 		        &u)) {
@@ -1327,7 +852,7 @@ parse_io(ctx *c, const node *key, const node *val, bool source, wl_io *io,
 		}
 	}
 
-	if ((v = map_find(val, "after", &kn)) != NULL) {
+	if ((v = wl_yamltree_find(val, "after", &kn)) != NULL) {
 		snprintf(label, sizeof(label), "%s after", owner);
 		if (io->type == WL_IO_TCP) {
 			report(c, kn, "%s has 'after', which only file sources "
@@ -1339,23 +864,24 @@ parse_io(ctx *c, const node *key, const node *val, bool source, wl_io *io,
 }
 
 static void
-parse_step(ctx *c, const node *key, const node *val, wl_step *st, aux *a)
+parse_step(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val,
+    wl_step *st, aux *a)
 {
 	static const char *const keys[] = { "kind", "inputs", "key", "program",
 		"function", "state", NULL };
 	static const char *const key_keys[] = { "offset", "length", NULL };
-	const node *v;
-	const node *keymap;
-	const node *keykey = NULL;
-	const node *fn     = NULL;
-	const node *fnkey  = NULL;
-	const node *stkey  = NULL;
-	const char *s;
-	char        owner[160];
-	char        where[180];
-	char        label[200];
-	int         e;
-	uint64_t    u;
+	const wl_yamlnode *v;
+	const wl_yamlnode *keymap;
+	const wl_yamlnode *keykey = NULL;
+	const wl_yamlnode *fn     = NULL;
+	const wl_yamlnode *fnkey  = NULL;
+	const wl_yamlnode *stkey  = NULL;
+	const char        *s;
+	char               owner[160];
+	char               where[180];
+	char               label[200];
+	int                e;
+	uint64_t           u;
 
 	st->name    = dupstr(c, key->str);
 	st->program = -1;
@@ -1363,12 +889,12 @@ parse_step(ctx *c, const node *key, const node *val, wl_step *st, aux *a)
 	(void) get_name(c, key, "step name", &s);
 	snprintf(owner, sizeof(owner), "step '%s'", key->str);
 	snprintf(where, sizeof(where), "in %s", owner);
-	if (!want(c, val, NODE_MAP, owner)) {
+	if (!want(c, val, WL_YAML_MAP, owner)) {
 		return;
 	}
 	check_keys(c, val, keys, where);
 
-	if ((v = map_find(val, "kind", NULL)) == NULL) {
+	if ((v = wl_yamltree_find(val, "kind", NULL)) == NULL) {
 		missing(c, key, owner, "kind");
 	} else {
 		snprintf(label, sizeof(label), "%s kind", owner);
@@ -1379,37 +905,38 @@ parse_step(ctx *c, const node *key, const node *val, wl_step *st, aux *a)
 
 	parse_inputs(c, val, key, owner, a);
 
-	if ((v = map_find(val, "program", NULL)) != NULL) {
+	if ((v = wl_yamltree_find(val, "program", NULL)) != NULL) {
 		snprintf(label, sizeof(label), "%s program", owner);
 		if (get_str(c, v, label, &s)) {
 			a->program = v;
 		}
 	}
 
-	if ((v = map_find(val, "function", &fnkey)) != NULL) {
+	if ((v = wl_yamltree_find(val, "function", &fnkey)) != NULL) {
 		snprintf(label, sizeof(label), "%s function", owner);
 		if (get_nonempty(c, v, label, &s)) {
 			fn = v;
 		}
 	}
 
-	if ((v = map_find(val, "state", &stkey)) != NULL) {
+	if ((v = wl_yamltree_find(val, "state", &stkey)) != NULL) {
 		snprintf(label, sizeof(label), "%s state", owner);
 		if (get_name(c, v, label, &s)) {
 			a->state = v;
 		}
 	}
 
-	keymap = map_find(val, "key", &keykey);
+	keymap = wl_yamltree_find(val, "key", &keykey);
 	if (keymap != NULL && st->kind != WL_STEP_KEY_BY && st->kind != 0) {
 		report(c, keykey, "%s has 'key', which only key_by steps take",
 		    owner);
 	} else if (keymap != NULL) {
 		snprintf(label, sizeof(label), "%s key", owner);
 		snprintf(where, sizeof(where), "in the key of %s", owner);
-		if (want(c, keymap, NODE_MAP, label)) {
+		if (want(c, keymap, WL_YAML_MAP, label)) {
 			check_keys(c, keymap, key_keys, where);
-			if ((v = map_find(keymap, "offset", NULL)) == NULL) {
+			if ((v = wl_yamltree_find(keymap, "offset", NULL)) ==
+			    NULL) {
 				missing(c, keykey, label, "offset");
 			} else {
 				snprintf(label, sizeof(label), "%s key offset",
@@ -1419,7 +946,8 @@ parse_step(ctx *c, const node *key, const node *val, wl_step *st, aux *a)
 				}
 			}
 			snprintf(label, sizeof(label), "%s key", owner);
-			if ((v = map_find(keymap, "length", NULL)) == NULL) {
+			if ((v = wl_yamltree_find(keymap, "length", NULL)) ==
+			    NULL) {
 				missing(c, keykey, label, "length");
 			} else {
 				snprintf(label, sizeof(label), "%s key length",
@@ -1445,7 +973,8 @@ parse_step(ctx *c, const node *key, const node *val, wl_step *st, aux *a)
 		 * The engine extracts a byte range itself, or a runner
 		 * computes the key; both at once would be ambiguous.
 		 */
-		if ((keymap != NULL) == (map_find(val, "program", NULL) != NULL)) {
+		if ((keymap != NULL) ==
+		    (wl_yamltree_find(val, "program", NULL) != NULL)) {
 			report(c, key, "%s needs exactly one of 'key' or "
 			    "'program'", owner);
 		} else if (keymap != NULL && fnkey != NULL) {
@@ -1456,7 +985,7 @@ parse_step(ctx *c, const node *key, const node *val, wl_step *st, aux *a)
 		break;
 	case WL_STEP_STATELESS:
 	case WL_STEP_STATE:
-		if (map_find(val, "program", NULL) == NULL) {
+		if (wl_yamltree_find(val, "program", NULL) == NULL) {
 			missing(c, key, owner, "program");
 		}
 		break;
@@ -1474,11 +1003,11 @@ parse_step(ctx *c, const node *key, const node *val, wl_step *st, aux *a)
  * Finds a top-level section, which must be a map, and counts its entries
  * so the caller can size its arrays.
  */
-static const node *
-section(ctx *c, const node *root, const char *key, bool required,
+static const wl_yamlnode *
+section(ctx *c, const wl_yamlnode *root, const char *key, bool required,
     size_t *count, bool *bad)
 {
-	const node *v = map_find(root, key, NULL);
+	const wl_yamlnode *v = wl_yamltree_find(root, key, NULL);
 
 	*count = 0;
 	if (v == NULL) {
@@ -1487,7 +1016,7 @@ section(ctx *c, const node *root, const char *key, bool required,
 		}
 		return (NULL);
 	}
-	if (!want(c, v, NODE_MAP, key)) {
+	if (!want(c, v, WL_YAML_MAP, key)) {
 		*bad = true;
 		return (NULL);
 	}
@@ -1496,33 +1025,33 @@ section(ctx *c, const node *root, const char *key, bool required,
 }
 
 static void
-parse_root(ctx *c, const node *root)
+parse_root(ctx *c, const wl_yamlnode *root)
 {
 	static const char *const keys[] = { "application", "partitions",
 		"limits", "programs", "sources", "steps", "sinks", NULL };
-	wl_topology *t = c->t;
-	const node  *v;
-	const node  *sec;
-	const char  *s;
-	uint64_t     u;
-	size_t       n;
-	size_t       i;
+	wl_topology       *t = c->t;
+	const wl_yamlnode *v;
+	const wl_yamlnode *sec;
+	const char        *s;
+	uint64_t           u;
+	size_t             n;
+	size_t             i;
 
 	check_keys(c, root, keys, "at the top level");
 
-	if ((v = map_find(root, "application", NULL)) == NULL) {
+	if ((v = wl_yamltree_find(root, "application", NULL)) == NULL) {
 		missing(c, root, NULL, "application");
 	} else if (get_name(c, v, "application", &s)) {
 		t->application = dupstr(c, s);
 	}
 
-	if ((v = map_find(root, "partitions", NULL)) != NULL &&
+	if ((v = wl_yamltree_find(root, "partitions", NULL)) != NULL &&
 	    get_uint(c, v, "partitions", 1, 65536, &u)) {
 		t->partitions = (uint32_t) u;
 	}
 
 	/* Limits first: source defaults derive from them. */
-	parse_limits(c, map_find(root, "limits", NULL));
+	parse_limits(c, wl_yamltree_find(root, "limits", NULL));
 
 	if ((sec = section(c, root, "programs", false, &n,
 	    &c->badprograms)) != NULL) {
@@ -1539,7 +1068,7 @@ parse_root(ctx *c, const node *root)
 				    &t->programs[t->nprograms++]);
 			}
 		}
-		/* Keys are unique by now (check_map_keys), so no ties. */
+		/* Keys are unique by now (wl_yamltree_check_keys): no ties. */
 		qsort(c->programs.v, c->programs.n, sizeof(entry), entry_cmp);
 	}
 
@@ -1647,7 +1176,7 @@ count_of(ctx *c, wl_node_type type)
 
 /* The source, step or sink called like `n`, or one of type -1. */
 static ref
-lookup(ctx *c, const node *n)
+lookup(ctx *c, const wl_yamlnode *n)
 {
 	const entry *e    = index_find(&c->names, n);
 	ref          none = { (wl_node_type) -1, -1 };
@@ -1679,7 +1208,7 @@ check_names(ctx *c)
 		const entry *e = &ix->v[k];
 		const entry *f = &ix->v[first];
 
-		if (!same_str(e->name, f->name)) {
+		if (wl_yamltree_strcmp(e->name, f->name) != 0) {
 			first = k;
 			continue;
 		}
@@ -1706,12 +1235,13 @@ resolve_inputs(ctx *c, wl_node_type type, int idx)
 		return;
 	}
 	for (size_t i = 0; i < a->inputs->nkids; i++) {
-		const node *in = a->inputs->kids[i];
-		ref         r  = lookup(c, in);
-		bool        twice = false;
+		const wl_yamlnode *in = a->inputs->kids[i];
+		ref                r  = lookup(c, in);
+		bool               twice = false;
 
 		for (size_t j = 0; j < i; j++) {
-			twice = twice || same_str(a->inputs->kids[j], in);
+			twice = twice ||
+			    wl_yamltree_strcmp(a->inputs->kids[j], in) == 0;
 		}
 		if (twice) {
 			report(c, in, "%s lists input '%s' twice", owner, in->str);
@@ -1774,7 +1304,8 @@ resolve(ctx *c)
 			const aux *a = &c->stepaux[states.v[k].r.idx];
 			const aux *b = &c->stepaux[states.v[first].r.idx];
 
-			if (!same_str(states.v[k].name, states.v[first].name)) {
+			if (wl_yamltree_strcmp(states.v[k].name,
+			    states.v[first].name) != 0) {
 				first = k;
 				continue;
 			}
@@ -1786,9 +1317,9 @@ resolve(ctx *c)
 	}
 
 	for (size_t i = 0; i < t->nsources; i++) {
-		aux        *a = &c->srcaux[i];
-		const node *n = a->after;
-		ref         r;
+		aux               *a = &c->srcaux[i];
+		const wl_yamlnode *n = a->after;
+		ref                r;
 
 		if (n == NULL) {
 			continue;
@@ -2059,22 +1590,20 @@ ctx_fini(ctx *c)
 		free(c->diags[i].msg);
 	}
 	free(c->diags);
-	nodes_free(c);
 }
 
 static wl_err
 topology_parse(wl_topology **out, const char *name, const char *file,
     const char *dir, const char *text, size_t len, FILE *errs)
 {
-	ctx          c;
-	wl_topology *t;
-	node        *root;
-	wl_err       rv;
+	ctx                c;
+	wl_topology       *t;
+	wl_yamltree       *tree = NULL;
+	const wl_yamlnode *root = NULL;
+	wl_err             rv;
 
 	memset(&c, 0, sizeof(c));
 	c.name = name != NULL ? name : "<topology>";
-	c.text = text;
-	c.len  = len;
 	if ((t = calloc(1, sizeof(*t))) == NULL) {
 		return (WL_ERR_NOMEM);
 	}
@@ -2082,28 +1611,26 @@ topology_parse(wl_topology **out, const char *name, const char *file,
 	t->file       = dupstr(&c, file != NULL ? file : c.name);
 	t->dir        = dupstr(&c, dir != NULL && *dir != '\0' ? dir : ".");
 	t->partitions = 1024;
-	for (size_t i = 0; i < NLIMITS; i++) {
-		const limit_spec *ls = &limit_specs[i];
-		if (ls->wide) {
-			*(uint64_t *) (void *) ((char *) &t->limits + ls->off) =
-			    ls->def;
-		} else {
-			*(uint32_t *) (void *) ((char *) &t->limits + ls->off) =
-			    (uint32_t) ls->def;
-		}
-	}
+	wl_limit_defaults(&t->limits);
 
-	if ((root = tree_build(&c)) == NULL) {
+	if (wl_yamltree_new(&tree, text, len, tree_report, &c) != WL_OK) {
+		c.nomem = true;
+	} else {
+		root = wl_yamltree_root(tree);
+	}
+	if (root == NULL) {
 		if (c.ndiags == 0 && !c.nomem) {
 			report_at(&c, 1, 1, "file is empty");
 		}
-	} else if (is_null(root)) {
+	} else if (wl_yamltree_is_null(root)) {
 		report(&c, root, "file is empty");
-	} else if (root->type != NODE_MAP) {
+	} else if (root->type != WL_YAML_MAP) {
 		report(&c, root, "the top level must be a map, not %s",
-		    kind_of(root));
+		    wl_yamltree_kind(root));
 	} else if (!c.nomem) {
-		check_map_keys(&c);
+		if (wl_yamltree_check_keys(tree) != WL_OK) {
+			c.nomem = true;
+		}
 		parse_root(&c, root);
 		if (!c.nomem) {
 			check_names(&c);
@@ -2126,6 +1653,7 @@ topology_parse(wl_topology **out, const char *name, const char *file,
 		rv = WL_OK;
 	}
 	ctx_fini(&c);
+	wl_yamltree_free(tree);
 	if (rv != WL_OK) {
 		wl_topology_free(t);
 		return (rv);
@@ -2241,190 +1769,8 @@ wl_topology_load(wl_topology **out, const char *file, FILE *errs)
 }
 
 /* ------------------------------------------------------------------ */
-/* Printing and lookup                                                 */
+/* Freeing and lookup                                                  */
 /* ------------------------------------------------------------------ */
-
-/* Prints a string plain when that reads unambiguously, else quoted. */
-static void
-put_str(FILE *f, const char *s)
-{
-	static const char safe[] = "abcdefghijklmnopqrstuvwxyz"
-	                           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-	                           "_.-/+=@%";
-
-	if (s == NULL) {
-		fputs("null", f);
-		return;
-	}
-	if (*s != '\0' && *s != '-' && strspn(s, safe) == strlen(s)) {
-		fputs(s, f);
-		return;
-	}
-	fputc('"', f);
-	for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
-		if (*p == '"' || *p == '\\') {
-			fprintf(f, "\\%c", *p);
-		} else if (*p < 0x20 || *p == 0x7f) {
-			fprintf(f, "\\x%02x", *p);
-		} else {
-			fputc(*p, f);
-		}
-	}
-	fputc('"', f);
-}
-
-static const char *
-node_name(const wl_topology *t, wl_node_type type, int idx)
-{
-	switch (type) {
-	case WL_NODE_SOURCE:
-		return (t->sources[idx].name);
-	case WL_NODE_STEP:
-		return (t->steps[idx].name);
-	case WL_NODE_SINK:
-		return (t->sinks[idx].name);
-	}
-	return ("?");
-}
-
-/* Prints "[a, b]": the inputs of a node (`to`) or its consumers. */
-static void
-put_links(const wl_topology *t, FILE *f, const char *key, wl_node_type type,
-    int idx, bool inputs)
-{
-	bool first = true;
-
-	fprintf(f, "    %s: [", key);
-	for (size_t i = 0; i < t->nedges; i++) {
-		const wl_edge *e = &t->edges[i];
-		if (inputs && e->to_type == type && e->to == idx) {
-			fputs(first ? "" : ", ", f);
-			put_str(f, node_name(t, e->from_type, e->from));
-			first = false;
-		} else if (!inputs && e->from_type == type && e->from == idx) {
-			fputs(first ? "" : ", ", f);
-			put_str(f, node_name(t, e->to_type, e->to));
-			first = false;
-		}
-	}
-	fputs("]\n", f);
-}
-
-static void
-put_io(const wl_topology *t, FILE *f, const wl_io *io, bool source, int idx)
-{
-	fputs("  ", f);
-	put_str(f, io->name);
-	fputs(":\n", f);
-	fprintf(f, "    type: %s\n", io->type == WL_IO_TCP ? "tcp" : "file");
-	if (io->type == WL_IO_TCP) {
-		fprintf(f, "    %s: ", source ? "listen" : "connect");
-		/* A bare IPv6 host needs its brackets back, and then quotes,
-		 * as '[' would start a YAML list. */
-		if (strchr(io->host, ':') != NULL) {
-			fprintf(f, "\"[%s]:%u\"\n", io->host, io->port);
-		} else {
-			fprintf(f, "%s:%u\n", io->host, io->port);
-		}
-	} else {
-		fputs("    path: ", f);
-		put_str(f, io->path);
-		fputc('\n', f);
-	}
-	fprintf(f, "    framing: %s\n",
-	    io->framing == WL_FRAMING_LINE ? "line" : "length");
-	if (source) {
-		fprintf(f, "    max_frame_bytes: %u\n", io->max_frame_bytes);
-		if (io->after >= 0) {
-			fputs("    after: ", f);
-			put_str(f, t->sources[io->after].name);
-			fputc('\n', f);
-		}
-		put_links(t, f, "consumers", WL_NODE_SOURCE, idx, false);
-	} else {
-		put_links(t, f, "inputs", WL_NODE_SINK, idx, true);
-	}
-}
-
-void
-wl_topology_print(const wl_topology *t, FILE *f)
-{
-	static const char *const kinds[] = { "?", "stateless", "key_by",
-		"state" };
-
-	fputs("application: ", f);
-	put_str(f, t->application);
-	fputs("\nfile: ", f);
-	put_str(f, t->file);
-	fputs("\ndir: ", f);
-	put_str(f, t->dir);
-	fprintf(f, "\npartitions: %u\n", t->partitions);
-
-	fputs("limits:\n", f);
-	for (size_t i = 0; i < NLIMITS; i++) {
-		const limit_spec *ls = &limit_specs[i];
-		const char       *p  = (const char *) &t->limits + ls->off;
-		unsigned long long v = ls->wide
-		    ? (unsigned long long) *(const uint64_t *) (const void *) p
-		    : (unsigned long long) *(const uint32_t *) (const void *) p;
-		fprintf(f, "  %s: %llu\n", ls->key, v);
-	}
-
-	fprintf(f, "programs:%s\n", t->nprograms == 0 ? " {}" : "");
-	for (size_t i = 0; i < t->nprograms; i++) {
-		const wl_program *p = &t->programs[i];
-		fputs("  ", f);
-		put_str(f, p->name);
-		fputs(":\n    argv: [", f);
-		for (size_t j = 0; j < p->argc; j++) {
-			fputs(j ? ", " : "", f);
-			put_str(f, p->argv[j]);
-		}
-		fprintf(f, "]\n    instances: %u\n    env: [", p->instances);
-		for (size_t j = 0; j < p->envc; j++) {
-			fputs(j ? ", " : "", f);
-			put_str(f, p->env[j]);
-		}
-		fputs("]\n    cwd: ", f);
-		put_str(f, p->cwd != NULL ? p->cwd : t->dir);
-		fputc('\n', f);
-	}
-
-	fputs("sources:\n", f);
-	for (size_t i = 0; i < t->nsources; i++) {
-		put_io(t, f, &t->sources[i], true, (int) i);
-	}
-
-	fprintf(f, "steps:%s\n", t->nsteps == 0 ? " {}" : "  # in topological order");
-	for (size_t i = 0; i < t->nsteps; i++) {
-		const wl_step *s = &t->steps[i];
-		fputs("  ", f);
-		put_str(f, s->name);
-		fprintf(f, ":\n    kind: %s\n", kinds[s->kind]);
-		if (s->program >= 0) {
-			fputs("    program: ", f);
-			put_str(f, t->programs[s->program].name);
-			fputs("\n    function: ", f);
-			put_str(f, s->function);
-			fputc('\n', f);
-		} else {
-			fprintf(f, "    key: {offset: %u, length: %u}\n",
-			    s->key_offset, s->key_length);
-		}
-		if (s->state_name != NULL) {
-			fputs("    state: ", f);
-			put_str(f, s->state_name);
-			fputc('\n', f);
-		}
-		put_links(t, f, "inputs", WL_NODE_STEP, (int) i, true);
-		put_links(t, f, "consumers", WL_NODE_STEP, (int) i, false);
-	}
-
-	fputs("sinks:\n", f);
-	for (size_t i = 0; i < t->nsinks; i++) {
-		put_io(t, f, &t->sinks[i], false, (int) i);
-	}
-}
 
 static void
 io_fini(wl_io *io)
