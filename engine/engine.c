@@ -367,10 +367,11 @@ wl_engine_run(const wl_topology *t, const wl_engine_opts *o)
 	if (!g.fatal)
 		summary(&g);
 	rc = g.exit_code;
+	/* The dataflow first: its events may hold origins of the sources. */
+	wl_flow_free(g.flow);
 	for (size_t i = 0; g.sources && i < t->nsources; i++)
 		wl_source_free(g.sources[i]);
 	free(g.sources);
-	wl_flow_free(g.flow);
 	remove_sockdir(g.sockdir);
 	ev_prepare_stop(g.loop, &g.prep);
 	ev_timer_stop(g.loop, &g.cron);

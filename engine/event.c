@@ -26,13 +26,15 @@ wl_event_new(const void *key, uint32_t klen, const void *payload,
 	return e;
 }
 
-static void
-copy_origin(wl_event *to, const wl_event *from)
+void
+wl_event_inherit(wl_event *to, const wl_event *from)
 {
 	to->message_id = from->message_id;
 	to->event_time = from->event_time;
 	to->ingest_ns = from->ingest_ns;
 	to->stream_id = from->stream_id;
+	to->origin = from->origin;
+	wl_origin_ref(to->origin);
 }
 
 wl_event *
@@ -41,7 +43,7 @@ wl_event_rekey(const wl_event *e, const void *key, uint32_t klen)
 	wl_event *n = wl_event_new(key, klen, e->payload, e->plen);
 
 	if (n != NULL)
-		copy_origin(n, e);
+		wl_event_inherit(n, e);
 	return n;
 }
 
@@ -54,6 +56,10 @@ wl_event_dup(const wl_event *e)
 void
 wl_event_free(wl_event *e)
 {
+	if (e == NULL)
+		return;
+	/* Dropping the last reference marks the source message processed. */
+	wl_origin_unref(e->origin);
 	free(e);
 }
 

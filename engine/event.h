@@ -12,12 +12,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "position.h"
+
 typedef struct wl_event wl_event;
 struct wl_event {
 	wl_event *next;       /* queue link; owned by whichever queue holds it */
 	uint64_t message_id;  /* per-stream, increasing (origin) */
 	int64_t event_time;   /* microseconds since the epoch, 0 = unknown */
 	uint64_t ingest_ns;   /* monotonic time the engine read the origin event */
+	wl_origin *origin;    /* the source message it derives from (one
+	                         reference, dropped by wl_event_free); NULL
+	                         when its source does not track positions */
 	uint32_t stream_id;   /* origin stream */
 	uint32_t klen;
 	uint32_t plen;
@@ -30,6 +35,10 @@ struct wl_event {
  * out of memory. The caller owns the result (wl_event_free). */
 wl_event *wl_event_new(const void *key, uint32_t klen, const void *payload,
     uint32_t plen);
+
+/* Gives `to` the origin of `from`: stream, message id, times, and a
+ * reference to its origin. For outputs derived from an event. */
+void wl_event_inherit(wl_event *to, const wl_event *from);
 
 /* A copy of `e` with a different key (the origin fields are kept). */
 wl_event *wl_event_rekey(const wl_event *e, const void *key, uint32_t klen);

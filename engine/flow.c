@@ -13,6 +13,7 @@
 
 #include "frame.h"
 #include "hash.h"
+#include "link.h"
 #include "log.h"
 #include "runner.h"
 #include "sink.h"
@@ -399,11 +400,14 @@ flush_slot(wl_flow *f, slot *s)
 			fail_batch(f, b, "out of memory encoding the batch");
 			continue;
 		}
-		if (nng_msg_len(m) > f->t->limits.message_max_bytes) {
-			char why[160];
+		if (nng_msg_len(m) + WL_LINK_FRAME_OVERHEAD >
+		    f->t->limits.message_max_bytes) {
+			char why[200];
 			snprintf(why, sizeof(why), "the batch encodes to %zu bytes, "
-			    "over message_max_bytes=%u (events plus key state)",
-			    nng_msg_len(m), f->t->limits.message_max_bytes);
+			    "over message_max_bytes=%u less the %u-byte pair1 header "
+			    "(events plus key state)",
+			    nng_msg_len(m), f->t->limits.message_max_bytes,
+			    WL_LINK_FRAME_OVERHEAD);
 			wl_log("BATCH-FAILED", "step '%s': %s", f->steps[b->step].def->name,
 			    why);
 			nng_msg_free(m);
@@ -623,10 +627,9 @@ hook_reply(void *arg, wl_runner *r, const Wallaroo__V1__BatchReply *rep)
 				    st->def->name);
 				continue;
 			}
-			n->stream_id = e->stream_id;
-			n->message_id = e->message_id;
-			n->ingest_ns = e->ingest_ns;
-			n->event_time = o->event_time ? o->event_time : e->event_time;
+			wl_event_inherit(n, e);
+			if (o->event_time)
+				n->event_time = o->event_time;
 			st->outputs++;
 			emit(f, from, n);
 		}

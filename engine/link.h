@@ -19,6 +19,13 @@
 
 typedef struct wl_link wl_link;
 
+/*
+ * nng's pair1 puts a 4-byte header before each message and counts it
+ * against the receiver's NNG_OPT_RECVMAXSZ, so with a limit of L bytes the
+ * largest frame a peer accepts is L - WL_LINK_FRAME_OVERHEAD.
+ */
+#define WL_LINK_FRAME_OVERHEAD 4u
+
 typedef enum {
 	WL_LINK_UP = 1,    /* a peer connected */
 	WL_LINK_DOWN = 2,  /* the peer's connection went away */
