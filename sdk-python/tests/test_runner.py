@@ -316,6 +316,26 @@ def test_batch_for_an_unassigned_step_id_gets_unknown_step_with_the_batch_id(eng
     assert engine.finish()[0] == 0
 
 
+def test_reply_limit_counts_the_four_byte_pair1_header(engine):
+    # nng counts its 4-byte pair1 header against the receiver's limit, so a
+    # reply of exactly limit - 4 bytes is the largest the engine accepts.
+    limit = 400
+    engine.spawn()
+    engine.handshake(STEPS, welcome=pb.Welcome(version_major=1, max_message_bytes=limit))
+    engine.send(batch=batch(1, 1, [(b"k", b"y" * 200)]))
+    frame = engine.sock.recv()
+    n = 200 + (limit - 4) - len(frame)  # reply size grows one byte per payload byte here
+    engine.send(batch=batch(2, 1, [(b"k", b"y" * n)]))
+    frame = engine.sock.recv()
+    assert len(frame) == limit - 4 and pb.Frame.FromString(frame).WhichOneof("body") == "reply"
+    engine.send(batch=batch(3, 1, [(b"k", b"y" * (n + 1))]))
+    error = engine.expect("error")
+    assert (error.code, error.batch_id) == (pb.ERROR_CODE_TOO_LARGE, 3)
+    assert f"over the limit of {limit - 4}" in error.message
+    engine.send(goodbye=pb.Goodbye())
+    assert engine.finish()[0] == 0
+
+
 def test_reply_over_the_welcome_limit_is_replaced_by_too_large(engine):
     engine.spawn()
     engine.handshake(STEPS, welcome=pb.Welcome(version_major=1, max_message_bytes=200))

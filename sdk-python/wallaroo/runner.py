@@ -35,6 +35,9 @@ PROTOCOL_MAJOR = 1
 PROTOCOL_MINOR = 0
 SDK_CAPABILITY = "sdk:python/" + ".".join(__version__.split(".")[:2])
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# nng pair1 puts a 4-byte header before each message and counts it against
+# the receiver's NNG_OPT_RECVMAXSZ: a frame may be at most max - 4 bytes.
+PAIR1_HEADER = 4
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a step is missing, the engine cannot be reached
@@ -455,10 +458,13 @@ class _Session:
             )
             return
         data = out.SerializeToString()
-        if len(data) > self.max_send:
+        # nng's pair1 counts its 4-byte header against the receiver's limit.
+        if len(data) + PAIR1_HEADER > self.max_send:
             message = (
                 f"the reply to batch {batch.batch_id} is {len(data)} bytes, "
-                f"over the limit of {self.max_send}"
+                f"over the limit of {self.max_send - PAIR1_HEADER} "
+                f"(message_max_bytes={self.max_send} less the "
+                f"{PAIR1_HEADER}-byte pair1 header)"
             )
             log(message)
             self._send_error(pb.ERROR_CODE_TOO_LARGE, message, batch.batch_id)
