@@ -1,0 +1,123 @@
+package wallaroo
+
+// The connection to the engine: an nng pair1 socket, dialed over ipc://,
+// with mangos v3 (pure Go, the same wire protocol as nng).
+
+import (
+	"sync"
+	"time"
+
+	"go.nanomsg.org/mangos/v3"
+	"go.nanomsg.org/mangos/v3/protocol/pair1"
+
+	// The ipc:// transport the engine listens on (tcp:// for tests).
+	_ "go.nanomsg.org/mangos/v3/transport/ipc"
+	_ "go.nanomsg.org/mangos/v3/transport/tcp"
+)
+
+// socketBufferMessages is the number of messages the socket queues each
+// way, as the engine and the Python SDK do. The engine bounds the batches
+// in flight to a runner, so this only has to be large enough never to be
+// the limit.
+const socketBufferMessages = 64
+
+// conn is a session's one connection to the engine. It never reconnects:
+// once the connection is lost, the engine starts a replacement runner with
+// a new address, and an old runner reconnecting could take the pair1 slot
+// meant for another one.
+type conn struct {
+	sock   mangos.Socket
+	dialer mangos.Dialer
+
+	mu        sync.Mutex
+	pipe      mangos.Pipe   // the connection, once made
+	connected chan struct{} // closed when the connection is made
+	gone      chan struct{} // closed when it is lost
+	goneOnce  sync.Once
+}
+
+// dialEngine starts dialing addr in the background; connected is closed
+// once the connection is made. maxRecv is the largest message accepted:
+// a larger one drops the connection, as nng does.
+func dialEngine(addr string, maxRecv int) (*conn, error) {
+	sock, err := pair1.NewSocket()
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{sock: sock, connected: make(chan struct{}), gone: make(chan struct{})}
+	for name, v := range map[string]any{
+		mangos.OptionMaxRecvSize: maxRecv,
+		mangos.OptionReadQLen:    socketBufferMessages,
+		mangos.OptionWriteQLen:   socketBufferMessages,
+	} {
+		if err := sock.SetOption(name, v); err != nil {
+			_ = sock.Close()
+			return nil, err
+		}
+	}
+	sock.SetPipeEventHook(c.onPipeEvent)
+	d, err := sock.NewDialer(addr, map[string]any{
+		mangos.OptionDialAsynch:       true,
+		mangos.OptionReconnectTime:    20 * time.Millisecond,
+		mangos.OptionMaxReconnectTime: 500 * time.Millisecond,
+	})
+	if err == nil {
+		c.dialer = d
+		err = d.Dial()
+	}
+	if err != nil {
+		_ = sock.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// onPipeEvent runs on mangos goroutines.
+func (c *conn) onPipeEvent(ev mangos.PipeEvent, p mangos.Pipe) {
+	switch ev {
+	case mangos.PipeEventAttached:
+		c.mu.Lock()
+		first := c.pipe == nil
+		if first {
+			c.pipe = p
+		}
+		c.mu.Unlock()
+		if !first {
+			_ = p.Close() // a session lives on one connection
+			return
+		}
+		close(c.connected)
+	case mangos.PipeEventDetached:
+		c.mu.Lock()
+		ours := c.pipe == p
+		c.mu.Unlock()
+		if ours {
+			_ = c.dialer.Close() // stop redialing
+			c.goneOnce.Do(func() { close(c.gone) })
+		}
+	}
+}
+
+// send sends one frame (copied).
+func (c *conn) send(frame []byte) error { return c.sock.Send(frame) }
+
+// sendMsg sends a message built in a mangos buffer; it takes m.
+func (c *conn) sendMsg(m *mangos.Message) error { return c.sock.SendMsg(m) }
+
+// recv blocks until a frame arrives or the socket is closed. The caller
+// frees the message when it is done with its body.
+func (c *conn) recv() (*mangos.Message, error) { return c.sock.RecvMsg() }
+
+func (c *conn) close() { _ = c.sock.Close() }
+
+// linger gives a last message time to leave: it waits, at most d, for the
+// engine to close the connection (it does, after an Error or a Refuse).
+// Closing the socket at once could drop the queued message.
+func (c *conn) linger(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c.gone:
+	case <-t.C:
+	}
+}
