@@ -21,6 +21,7 @@
 #include <ev.h>
 
 #include "flow.h"
+#include "link.h"
 #include "log.h"
 #include "source.h"
 
@@ -372,6 +373,12 @@ wl_engine_run(const wl_topology *t, const wl_engine_opts *o)
 	for (size_t i = 0; g.sources && i < t->nsources; i++)
 		wl_source_free(g.sources[i]);
 	free(g.sources);
+	/* Runner sockets close on their own threads (see wl_link_close);
+	 * let them finish before their addresses go. */
+	int stuck = wl_link_quiesce(2.0);
+	if (stuck > 0)
+		wl_log("LINK-STUCK", "%d runner socket(s) still closing at exit "
+		    "(an nng close that does not return); exiting anyway", stuck);
 	remove_sockdir(g.sockdir);
 	ev_prepare_stop(g.loop, &g.prep);
 	ev_timer_stop(g.loop, &g.cron);

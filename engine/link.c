@@ -7,8 +7,10 @@
  */
 #include "link.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,21 +222,72 @@ wl_link_backlog(const wl_link *l)
 	return l->bcount;
 }
 
+/* Links whose socket a closer thread has not finished closing yet. */
+static atomic_int closing_links;
+
+static void *
+closer_main(void *arg)
+{
+	wl_link *l = arg;
+
+	/* nng_close also waits for pipe_cb calls in progress, which see
+	 * `closing` and leave the (stopped) watchers alone: after it
+	 * returns nothing of nng refers to l. */
+	nng_close(l->sock);
+	free(l);
+	atomic_fetch_sub(&closing_links, 1);
+	return NULL;
+}
+
+/*
+ * nng 1.5.2 can block for ever in nng_close when a message is arriving on
+ * the socket (nanomsg/nng#1543), which a runner that is being replaced
+ * while it still sends may cause. The loop thread must never wait on
+ * that, so the socket is closed by a short-lived detached thread; the
+ * loop only stops its watchers and frees the backlog. Each incarnation
+ * listens on its own address, so a socket still closing is in nobody's
+ * way.
+ */
 static void
 link_free(wl_link *l)
 {
+	pthread_t t;
+	pthread_attr_t attr;
+	bool started = false;
+
 	atomic_store(&l->closing, true);
 	ev_io_stop(l->loop, &l->rio);
 	ev_io_stop(l->loop, &l->wio);
 	ev_async_stop(l->loop, &l->wake);
-	nng_close(l->sock);
 	while (l->bcount > 0) {
 		nng_msg_free(l->backlog[l->bhead]);
 		l->bhead = (l->bhead + 1) % l->bcap;
 		l->bcount--;
 	}
 	free(l->backlog);
-	free(l);
+	l->backlog = NULL;
+	atomic_fetch_add(&closing_links, 1);
+	if (pthread_attr_init(&attr) == 0) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		started = pthread_create(&t, &attr, closer_main, l) == 0;
+		pthread_attr_destroy(&attr);
+	}
+	if (!started)
+		closer_main(l); /* no thread to be had: close here */
+}
+
+int
+wl_link_quiesce(double timeout_s)
+{
+	struct timespec pause = { 0, 2 * 1000 * 1000 };
+	double waited = 0;
+	int n;
+
+	while ((n = atomic_load(&closing_links)) > 0 && waited < timeout_s) {
+		nanosleep(&pause, NULL);
+		waited += 0.002;
+	}
+	return n;
 }
 
 void

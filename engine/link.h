@@ -56,7 +56,14 @@ size_t wl_link_backlog(const wl_link *l);
 
 /* Closes the socket and frees the link and its backlog. Safe to call from
  * inside a hook: the free is then deferred until the hook returns. No hook
- * runs after it. Accepts NULL. */
+ * runs after it. Accepts NULL. The socket itself is closed by a detached
+ * thread (nng 1.5.2 may block in nng_close; the loop must not), so the
+ * address may stay taken for a moment: see wl_link_quiesce. */
 void wl_link_close(wl_link *l);
+
+/* Waits up to timeout_s seconds for the sockets of closed links to finish
+ * closing. Returns how many are still closing (0: all done). Called at
+ * exit, and before reusing an address. */
+int wl_link_quiesce(double timeout_s);
 
 #endif

@@ -407,6 +407,8 @@ main(void)
 	memset(&r, 0, sizeof(r));
 	r.close_on = "close";
 	atomic_store(&peer_removed, 0);
+	TAP_OK(wl_link_quiesce(5.0) == 0,
+	    "the closed link's socket finishes closing on its own thread");
 	TAP_OK(wl_link_listen(&l, loop, url, MAX_MSG, &hooks, &r) == WL_OK,
 	    "listen again on the same address");
 	r.link = l;
@@ -433,6 +435,8 @@ main(void)
 
 	wl_link_close(NULL);
 	TAP_OK(1, "close accepts NULL");
+	TAP_OK(wl_link_quiesce(5.0) == 0,
+	    "every closed link's socket has finished closing");
 
 	ev_timer_stop(loop, &tick);
 	ev_loop_destroy(loop);
