@@ -54,6 +54,18 @@ wl_frame_name(const wl_frame *f)
 	case WALLAROO__V1__FRAME__BODY_HEARTBEAT: return "heartbeat";
 	case WALLAROO__V1__FRAME__BODY_ERROR: return "error";
 	case WALLAROO__V1__FRAME__BODY_GOODBYE: return "goodbye";
+	case WALLAROO__V1__FRAME__BODY_OPEN_STREAM: return "open_stream";
+	case WALLAROO__V1__FRAME__BODY_STREAM_OPENED: return "stream_opened";
+	case WALLAROO__V1__FRAME__BODY_ACK: return "ack";
+	case WALLAROO__V1__FRAME__BODY_END_STREAM: return "end_stream";
+	case WALLAROO__V1__FRAME__BODY_STREAM_ENDED: return "stream_ended";
+	case WALLAROO__V1__FRAME__BODY_RECONNECT: return "reconnect";
+	case WALLAROO__V1__FRAME__BODY_PREPARE: return "prepare";
+	case WALLAROO__V1__FRAME__BODY_PREPARED: return "prepared";
+	case WALLAROO__V1__FRAME__BODY_COMMIT: return "commit";
+	case WALLAROO__V1__FRAME__BODY_ABORT: return "abort";
+	case WALLAROO__V1__FRAME__BODY_RESOLVED: return "resolved";
+	case WALLAROO__V1__FRAME__BODY_IN_DOUBT: return "in_doubt";
 	default: return "unknown";
 	}
 }

@@ -38,7 +38,10 @@ static int
 known_body(const char *name)
 {
 	static const char *bodies[] = { "hello", "welcome", "refuse", "assign",
-	    "ready", "batch", "reply", "credit", "heartbeat", "error", "goodbye" };
+	    "ready", "batch", "reply", "credit", "heartbeat", "error", "goodbye",
+	    "open_stream", "stream_opened", "ack", "end_stream", "stream_ended",
+	    "reconnect", "prepare", "prepared", "commit", "abort", "resolved",
+	    "in_doubt" };
 
 	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++)
 		if (strcmp(name, bodies[i]) == 0)

@@ -20,8 +20,10 @@ import (
 var vectorsDir = filepath.Join("..", "protocol", "vectors")
 
 var expectedVectors = []string{
-	"assign", "batch", "credit", "error", "goodbye", "heartbeat",
-	"heartbeat_reply", "hello", "ready", "refuse", "reply", "unknown_field",
+	"abort", "ack", "assign", "batch", "commit", "credit", "end_stream",
+	"error", "goodbye", "heartbeat", "heartbeat_reply", "hello", "in_doubt",
+	"open_stream", "prepare", "prepared", "ready", "reconnect", "refuse",
+	"reply", "resolved", "stream_ended", "stream_opened", "unknown_field",
 	"welcome",
 }
 

@@ -158,6 +158,60 @@ def vectors(pb: ModuleType) -> List[Tuple[str, bytes]]:
     def goodbye(f):
         f.goodbye.reason = "shutdown"
 
+    # The connector part (protocol/README.md section 6).
+    def open_stream(f):
+        f.open_stream.stream_id = 3
+        f.open_stream.name = "orders"
+        f.open_stream.resume_hint = 1200
+
+    def stream_opened(f):
+        f.stream_opened.stream_id = 3
+        f.stream_opened.resume_after = 1250
+
+    def ack(f):
+        f.ack.stream_id = 3
+        f.ack.up_to = 1500
+        f.ack.incarnation = 1700000000000001
+
+    def end_stream(f):
+        f.end_stream.stream_id = 3
+        f.end_stream.last_id = 2000
+
+    def stream_ended(f):
+        f.stream_ended.stream_id = 3
+        f.stream_ended.up_to = 2000
+
+    def reconnect(f):
+        f.reconnect.address = "tcp://10.0.0.2:7300"
+        f.reconnect.reason = "stream moved to worker-1"
+
+    def prepare(f):
+        f.prepare.epoch = 12
+        f.prepare.checkpoint_id = 12
+        f.prepare.incarnation = 1700000000000001
+
+    def prepared(f):
+        f.prepared.epoch = 12
+        f.prepared.ok = True
+
+    def commit(f):
+        f.commit.epoch = 12
+        f.commit.checkpoint_id = 12
+        f.commit.incarnation = 1700000000000001
+
+    def abort(f):
+        f.abort.epoch = 13
+        f.abort.checkpoint_id = 13
+        f.abort.incarnation = 1700000000000001
+
+    def resolved(f):
+        f.resolved.epoch = 12
+        f.resolved.committed = True
+
+    def in_doubt(f):
+        f.in_doubt.epochs.extend([12, 13])
+        f.in_doubt.incarnations.extend([1700000000000001, 1700000000000001])
+
     for name, build in [
         ("hello", hello),
         ("welcome", welcome),
@@ -171,6 +225,18 @@ def vectors(pb: ModuleType) -> List[Tuple[str, bytes]]:
         ("heartbeat_reply", heartbeat_reply),
         ("error", error),
         ("goodbye", goodbye),
+        ("open_stream", open_stream),
+        ("stream_opened", stream_opened),
+        ("ack", ack),
+        ("end_stream", end_stream),
+        ("stream_ended", stream_ended),
+        ("reconnect", reconnect),
+        ("prepare", prepare),
+        ("prepared", prepared),
+        ("commit", commit),
+        ("abort", abort),
+        ("resolved", resolved),
+        ("in_doubt", in_doubt),
     ]:
         add(name, build)
 

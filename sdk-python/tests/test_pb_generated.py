@@ -37,4 +37,6 @@ def test_generated_module_has_every_frame_body():
     assert bodies == [
         "hello", "welcome", "refuse", "assign", "ready", "batch",
         "reply", "credit", "heartbeat", "error", "goodbye",
+        "open_stream", "stream_opened", "ack", "end_stream", "stream_ended",
+        "reconnect", "prepare", "prepared", "commit", "abort", "resolved", "in_doubt",
     ]

@@ -14,11 +14,14 @@ from wallaroo._pb import wallaroo_pb2 as pb
 SDK = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VECTORS = os.path.join(os.path.dirname(SDK), "protocol", "vectors")
 
-EXPECTED = [
+EXPECTED = sorted([
     "assign", "batch", "credit", "error", "goodbye", "heartbeat",
     "heartbeat_reply", "hello", "ready", "refuse", "reply", "unknown_field",
     "welcome",
-]
+    # the connector part (protocol/README.md section 6)
+    "open_stream", "stream_opened", "ack", "end_stream", "stream_ended",
+    "reconnect", "prepare", "prepared", "commit", "abort", "resolved", "in_doubt",
+])
 UNKNOWN_FIELD = "unknown_field"
 
 

@@ -30,7 +30,9 @@ func TestTheGeneratedCodeHasEveryFrameBody(t *testing.T) {
 		bodies = append(bodies, string(od.Fields().Get(i).Name()))
 	}
 	want := []string{"hello", "welcome", "refuse", "assign", "ready", "batch",
-		"reply", "credit", "heartbeat", "error", "goodbye"}
+		"reply", "credit", "heartbeat", "error", "goodbye",
+		"open_stream", "stream_opened", "ack", "end_stream", "stream_ended",
+		"reconnect", "prepare", "prepared", "commit", "abort", "resolved", "in_doubt"}
 	if !slices.Equal(bodies, want) {
 		t.Fatalf("bodies %v, want %v", bodies, want)
 	}

@@ -142,13 +142,15 @@ func (StepKind) EnumDescriptor() ([]byte, []int) {
 type ErrorCode int32
 
 const (
-	ErrorCode_ERROR_CODE_UNSPECIFIED  ErrorCode = 0
-	ErrorCode_ERROR_CODE_BAD_FRAME    ErrorCode = 1 // undecodable or not allowed in this state
-	ErrorCode_ERROR_CODE_BAD_VERSION  ErrorCode = 2 // unsupported major version
-	ErrorCode_ERROR_CODE_BAD_TOKEN    ErrorCode = 3 // token does not match
-	ErrorCode_ERROR_CODE_UNKNOWN_STEP ErrorCode = 4 // step id or name not known
-	ErrorCode_ERROR_CODE_TOO_LARGE    ErrorCode = 5 // over a declared limit
-	ErrorCode_ERROR_CODE_INTERNAL     ErrorCode = 6 // bug or resource failure in the sender
+	ErrorCode_ERROR_CODE_UNSPECIFIED    ErrorCode = 0
+	ErrorCode_ERROR_CODE_BAD_FRAME      ErrorCode = 1 // undecodable or not allowed in this state
+	ErrorCode_ERROR_CODE_BAD_VERSION    ErrorCode = 2 // unsupported major version
+	ErrorCode_ERROR_CODE_BAD_TOKEN      ErrorCode = 3 // token does not match
+	ErrorCode_ERROR_CODE_UNKNOWN_STEP   ErrorCode = 4 // step id or name not known
+	ErrorCode_ERROR_CODE_TOO_LARGE      ErrorCode = 5 // over a declared limit
+	ErrorCode_ERROR_CODE_INTERNAL       ErrorCode = 6 // bug or resource failure in the sender
+	ErrorCode_ERROR_CODE_NO_CREDIT      ErrorCode = 7 // a source sent more events than it was granted
+	ErrorCode_ERROR_CODE_UNKNOWN_STREAM ErrorCode = 8 // a stream id that is not open on this connection
 )
 
 // Enum value maps for ErrorCode.
@@ -161,15 +163,19 @@ var (
 		4: "ERROR_CODE_UNKNOWN_STEP",
 		5: "ERROR_CODE_TOO_LARGE",
 		6: "ERROR_CODE_INTERNAL",
+		7: "ERROR_CODE_NO_CREDIT",
+		8: "ERROR_CODE_UNKNOWN_STREAM",
 	}
 	ErrorCode_value = map[string]int32{
-		"ERROR_CODE_UNSPECIFIED":  0,
-		"ERROR_CODE_BAD_FRAME":    1,
-		"ERROR_CODE_BAD_VERSION":  2,
-		"ERROR_CODE_BAD_TOKEN":    3,
-		"ERROR_CODE_UNKNOWN_STEP": 4,
-		"ERROR_CODE_TOO_LARGE":    5,
-		"ERROR_CODE_INTERNAL":     6,
+		"ERROR_CODE_UNSPECIFIED":    0,
+		"ERROR_CODE_BAD_FRAME":      1,
+		"ERROR_CODE_BAD_VERSION":    2,
+		"ERROR_CODE_BAD_TOKEN":      3,
+		"ERROR_CODE_UNKNOWN_STEP":   4,
+		"ERROR_CODE_TOO_LARGE":      5,
+		"ERROR_CODE_INTERNAL":       6,
+		"ERROR_CODE_NO_CREDIT":      7,
+		"ERROR_CODE_UNKNOWN_STREAM": 8,
 	}
 )
 
@@ -312,7 +318,7 @@ type Welcome struct {
 	MaxBatchEvents      uint32                 `protobuf:"varint,6,opt,name=max_batch_events,json=maxBatchEvents,proto3" json:"max_batch_events,omitempty"`             // cap on events in one Batch
 	MaxInflightBatches  uint32                 `protobuf:"varint,7,opt,name=max_inflight_batches,json=maxInflightBatches,proto3" json:"max_inflight_batches,omitempty"` // batches the engine may have in flight to a runner
 	HeartbeatIntervalMs uint32                 `protobuf:"varint,8,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
-	InitialCredits      uint64                 `protobuf:"varint,9,opt,name=initial_credits,json=initialCredits,proto3" json:"initial_credits,omitempty"`                // events a source may send before the next Credit
+	InitialCredits      uint64                 `protobuf:"varint,9,opt,name=initial_credits,json=initialCredits,proto3" json:"initial_credits,omitempty"`                // sources: events that may be sent before the first Credit
 	MaxBatchBytes       uint32                 `protobuf:"varint,10,opt,name=max_batch_bytes,json=maxBatchBytes,proto3" json:"max_batch_bytes,omitempty"`                // cap on a Batch's events + states, in bytes
 	HeartbeatTimeoutMs  uint32                 `protobuf:"varint,11,opt,name=heartbeat_timeout_ms,json=heartbeatTimeoutMs,proto3" json:"heartbeat_timeout_ms,omitempty"` // an idle runner that does not answer a heartbeat within this is hung
 	BatchDeadlineMs     uint32                 `protobuf:"varint,12,opt,name=batch_deadline_ms,json=batchDeadlineMs,proto3" json:"batch_deadline_ms,omitempty"`          // a batch unanswered for this long makes the runner hung
@@ -788,9 +794,10 @@ func (x *StateEntry) GetPresent() bool {
 //
 //	engine -> runner: events for step_id, plus (state steps) the state of
 //	  every key the events touch, exactly once per key.
-//	source -> engine: events from a source connector (step_id unused,
-//	  costs one credit per event).
-//	engine -> sink: outputs for a sink connector.
+//	source -> engine: events from a source connector (step_id and states
+//	  unused; each event costs one credit and names an open stream).
+//	engine -> sink: outputs for a sink connector, tagged with their epoch;
+//	  the sink answers each with a BatchReply carrying only batch_id.
 type Batch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	BatchId       uint64                 `protobuf:"varint,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"` // unique per connection and direction
@@ -999,6 +1006,8 @@ func (x *Result) GetError() string {
 // runner -> engine: the answer to one Batch, applied atomically.
 // results has exactly one entry per input event, in order. states holds the
 // new state of every key whose state changed (present = false deletes it).
+// sink -> engine: the batch is taken over (results and states empty): the
+// sink delivered it, or (2PC sinks) holds it for its epoch.
 type BatchReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	BatchId       uint64                 `protobuf:"varint,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
@@ -1264,6 +1273,707 @@ func (x *Goodbye) GetReason() string {
 	return ""
 }
 
+// source -> engine: events will come on a new stream of this connection.
+type OpenStream struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamId      uint32                 `protobuf:"varint,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`       // > 0, chosen by the connector, not open on this connection
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`                                // stable name (e.g. the queue); positions are kept per (source, name)
+	ResumeHint    uint64                 `protobuf:"varint,3,opt,name=resume_hint,json=resumeHint,proto3" json:"resume_hint,omitempty"` // the connector's own idea of the last acknowledged id (0: none)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenStream) Reset() {
+	*x = OpenStream{}
+	mi := &file_wallaroo_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenStream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenStream) ProtoMessage() {}
+
+func (x *OpenStream) ProtoReflect() protoreflect.Message {
+	mi := &file_wallaroo_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenStream.ProtoReflect.Descriptor instead.
+func (*OpenStream) Descriptor() ([]byte, []int) {
+	return file_wallaroo_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *OpenStream) GetStreamId() uint32 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *OpenStream) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *OpenStream) GetResumeHint() uint64 {
+	if x != nil {
+		return x.ResumeHint
+	}
+	return 0
+}
+
+// engine -> source: the answer to OpenStream. Send ids > resume_after; the
+// engine drops any id <= the last it accepted on this stream name.
+type StreamOpened struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamId      uint32                 `protobuf:"varint,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	ResumeAfter   uint64                 `protobuf:"varint,2,opt,name=resume_after,json=resumeAfter,proto3" json:"resume_after,omitempty"` // the engine's position wins over the hint
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamOpened) Reset() {
+	*x = StreamOpened{}
+	mi := &file_wallaroo_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamOpened) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamOpened) ProtoMessage() {}
+
+func (x *StreamOpened) ProtoReflect() protoreflect.Message {
+	mi := &file_wallaroo_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamOpened.ProtoReflect.Descriptor instead.
+func (*StreamOpened) Descriptor() ([]byte, []int) {
+	return file_wallaroo_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *StreamOpened) GetStreamId() uint32 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *StreamOpened) GetResumeAfter() uint64 {
+	if x != nil {
+		return x.ResumeAfter
+	}
+	return 0
+}
+
+// engine -> source: every message of the stream with id <= up_to is done
+// (its effects have reached the sinks); the connector may now acknowledge
+// them upstream. Never decreases for a stream name within an incarnation.
+type Ack struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamId      uint32                 `protobuf:"varint,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	UpTo          uint64                 `protobuf:"varint,2,opt,name=up_to,json=upTo,proto3" json:"up_to,omitempty"`
+	CheckpointId  uint64                 `protobuf:"varint,3,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"` // 0 until checkpoints (exactly-once)
+	Incarnation   uint64                 `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`                       // the engine incarnation that acknowledges (Welcome.incarnation)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ack) Reset() {
+	*x = Ack{}
+	mi := &file_wallaroo_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ack) ProtoMessage() {}
+
+func (x *Ack) ProtoReflect() protoreflect.Message {
+	mi := &file_wallaroo_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ack.ProtoReflect.Descriptor instead.
+func (*Ack) Descriptor() ([]byte, []int) {
+	return file_wallaroo_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Ack) GetStreamId() uint32 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *Ack) GetUpTo() uint64 {
+	if x != nil {
+		return x.UpTo
+	}
+	return 0
+}
+
+func (x *Ack) GetCheckpointId() uint64 {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return 0
+}
+
+func (x *Ack) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+// source -> engine: no event follows on this stream after last_id.
+type EndStream struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamId      uint32                 `protobuf:"varint,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	LastId        uint64                 `protobuf:"varint,2,opt,name=last_id,json=lastId,proto3" json:"last_id,omitempty"` // the highest id the connector sent (0: none)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndStream) Reset() {
+	*x = EndStream{}
+	mi := &file_wallaroo_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndStream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndStream) ProtoMessage() {}
+
+func (x *EndStream) ProtoReflect() protoreflect.Message {
+	mi := &file_wallaroo_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndStream.ProtoReflect.Descriptor instead.
+func (*EndStream) Descriptor() ([]byte, []int) {
+	return file_wallaroo_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *EndStream) GetStreamId() uint32 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *EndStream) GetLastId() uint64 {
+	if x != nil {
+		return x.LastId
+	}
+	return 0
+}
+
+// engine -> source: every event of the ended stream is done and
+// acknowledged; the stream id is free again.
+type StreamEnded struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StreamId      uint32                 `protobuf:"varint,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	UpTo          uint64                 `protobuf:"varint,2,opt,name=up_to,json=upTo,proto3" json:"up_to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamEnded) Reset() {
+	*x = StreamEnded{}
+	mi := &file_wallaroo_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamEnded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamEnded) ProtoMessage() {}
+
+func (x *StreamEnded) ProtoReflect() protoreflect.Message {
+	mi := &file_wallaroo_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamEnded.ProtoReflect.Descriptor instead.
+func (*StreamEnded) Descriptor() ([]byte, []int) {
+	return file_wallaroo_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *StreamEnded) GetStreamId() uint32 {
+	if x != nil {
+		return x.StreamId
+	}
+	return 0
+}
+
+func (x *StreamEnded) GetUpTo() uint64 {
+	if x != nil {
+		return x.UpTo
+	}
+	return 0
+}
+
+// engine -> connector: close this connection and dial `address` with the
+// same token (the worker that owns these streams moved). Reserved: the
+// single-process engine never sends it; connectors must handle it.
+type Reconnect struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Address       string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reconnect) Reset() {
+	*x = Reconnect{}
+	mi := &file_wallaroo_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reconnect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reconnect) ProtoMessage() {}
+
+func (x *Reconnect) ProtoReflect() protoreflect.Message {
+	mi := &file_wallaroo_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reconnect.ProtoReflect.Descriptor instead.
+func (*Reconnect) Descriptor() ([]byte, []int) {
+	return file_wallaroo_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Reconnect) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Reconnect) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// engine -> sink (2PC sinks): every batch of `epoch` has been sent and
+// answered; make the epoch durable but not yet visible, and answer Prepared.
+type Prepare struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	CheckpointId  uint64                 `protobuf:"varint,2,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	Incarnation   uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Prepare) Reset() {
+	*x = Prepare{}
+	mi := &file_wallaroo_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Prepare) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Prepare) ProtoMessage() {}
+
+func (x *Prepare) ProtoReflect() protoreflect.Message {
+	mi := &file_wallaroo_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Prepare.ProtoReflect.Descriptor instead.
+func (*Prepare) Descriptor() ([]byte, []int) {
+	return file_wallaroo_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Prepare) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Prepare) GetCheckpointId() uint64 {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return 0
+}
+
+func (x *Prepare) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+// sink -> engine: the answer to Prepare.
+type Prepared struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Ok            bool                   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"` // false: cannot make it durable; the engine aborts the epoch
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Prepared) Reset() {
+	*x = Prepared{}
+	mi := &file_wallaroo_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Prepared) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Prepared) ProtoMessage() {}
+
+func (x *Prepared) ProtoReflect() protoreflect.Message {
+	mi := &file_wallaroo_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Prepared.ProtoReflect.Descriptor instead.
+func (*Prepared) Descriptor() ([]byte, []int) {
+	return file_wallaroo_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Prepared) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Prepared) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *Prepared) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// engine -> sink: make the prepared epoch visible.
+type Commit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	CheckpointId  uint64                 `protobuf:"varint,2,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	Incarnation   uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Commit) Reset() {
+	*x = Commit{}
+	mi := &file_wallaroo_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Commit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Commit) ProtoMessage() {}
+
+func (x *Commit) ProtoReflect() protoreflect.Message {
+	mi := &file_wallaroo_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Commit.ProtoReflect.Descriptor instead.
+func (*Commit) Descriptor() ([]byte, []int) {
+	return file_wallaroo_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Commit) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Commit) GetCheckpointId() uint64 {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return 0
+}
+
+func (x *Commit) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+// engine -> sink: discard the epoch's outputs (they will be sent again).
+type Abort struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	CheckpointId  uint64                 `protobuf:"varint,2,opt,name=checkpoint_id,json=checkpointId,proto3" json:"checkpoint_id,omitempty"`
+	Incarnation   uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Abort) Reset() {
+	*x = Abort{}
+	mi := &file_wallaroo_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Abort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Abort) ProtoMessage() {}
+
+func (x *Abort) ProtoReflect() protoreflect.Message {
+	mi := &file_wallaroo_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Abort.ProtoReflect.Descriptor instead.
+func (*Abort) Descriptor() ([]byte, []int) {
+	return file_wallaroo_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Abort) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Abort) GetCheckpointId() uint64 {
+	if x != nil {
+		return x.CheckpointId
+	}
+	return 0
+}
+
+func (x *Abort) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+// sink -> engine: the answer to Commit (committed = true) or Abort (false).
+type Resolved struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Committed     bool                   `protobuf:"varint,2,opt,name=committed,proto3" json:"committed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Resolved) Reset() {
+	*x = Resolved{}
+	mi := &file_wallaroo_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Resolved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Resolved) ProtoMessage() {}
+
+func (x *Resolved) ProtoReflect() protoreflect.Message {
+	mi := &file_wallaroo_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Resolved.ProtoReflect.Descriptor instead.
+func (*Resolved) Descriptor() ([]byte, []int) {
+	return file_wallaroo_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Resolved) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Resolved) GetCommitted() bool {
+	if x != nil {
+		return x.Committed
+	}
+	return false
+}
+
+// sink -> engine, the first frame after Welcome for a 2PC sink (capability
+// "2pc"): the epochs it holds prepared and neither committed nor aborted,
+// each with the incarnation that prepared it.
+type InDoubt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epochs        []uint64               `protobuf:"varint,1,rep,packed,name=epochs,proto3" json:"epochs,omitempty"`
+	Incarnations  []uint64               `protobuf:"varint,2,rep,packed,name=incarnations,proto3" json:"incarnations,omitempty"` // same length as epochs
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InDoubt) Reset() {
+	*x = InDoubt{}
+	mi := &file_wallaroo_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InDoubt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InDoubt) ProtoMessage() {}
+
+func (x *InDoubt) ProtoReflect() protoreflect.Message {
+	mi := &file_wallaroo_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InDoubt.ProtoReflect.Descriptor instead.
+func (*InDoubt) Descriptor() ([]byte, []int) {
+	return file_wallaroo_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *InDoubt) GetEpochs() []uint64 {
+	if x != nil {
+		return x.Epochs
+	}
+	return nil
+}
+
+func (x *InDoubt) GetIncarnations() []uint64 {
+	if x != nil {
+		return x.Incarnations
+	}
+	return nil
+}
+
 type Frame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Body:
@@ -1279,6 +1989,18 @@ type Frame struct {
 	//	*Frame_Heartbeat
 	//	*Frame_Error
 	//	*Frame_Goodbye
+	//	*Frame_OpenStream
+	//	*Frame_StreamOpened
+	//	*Frame_Ack
+	//	*Frame_EndStream
+	//	*Frame_StreamEnded
+	//	*Frame_Reconnect
+	//	*Frame_Prepare
+	//	*Frame_Prepared
+	//	*Frame_Commit
+	//	*Frame_Abort
+	//	*Frame_Resolved
+	//	*Frame_InDoubt
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1286,7 +2008,7 @@ type Frame struct {
 
 func (x *Frame) Reset() {
 	*x = Frame{}
-	mi := &file_wallaroo_proto_msgTypes[16]
+	mi := &file_wallaroo_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +2020,7 @@ func (x *Frame) String() string {
 func (*Frame) ProtoMessage() {}
 
 func (x *Frame) ProtoReflect() protoreflect.Message {
-	mi := &file_wallaroo_proto_msgTypes[16]
+	mi := &file_wallaroo_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +2033,7 @@ func (x *Frame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Frame.ProtoReflect.Descriptor instead.
 func (*Frame) Descriptor() ([]byte, []int) {
-	return file_wallaroo_proto_rawDescGZIP(), []int{16}
+	return file_wallaroo_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Frame) GetBody() isFrame_Body {
@@ -1420,6 +2142,114 @@ func (x *Frame) GetGoodbye() *Goodbye {
 	return nil
 }
 
+func (x *Frame) GetOpenStream() *OpenStream {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_OpenStream); ok {
+			return x.OpenStream
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetStreamOpened() *StreamOpened {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_StreamOpened); ok {
+			return x.StreamOpened
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetAck() *Ack {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetEndStream() *EndStream {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_EndStream); ok {
+			return x.EndStream
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetStreamEnded() *StreamEnded {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_StreamEnded); ok {
+			return x.StreamEnded
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetReconnect() *Reconnect {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Reconnect); ok {
+			return x.Reconnect
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetPrepare() *Prepare {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Prepare); ok {
+			return x.Prepare
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetPrepared() *Prepared {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Prepared); ok {
+			return x.Prepared
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetCommit() *Commit {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Commit); ok {
+			return x.Commit
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetAbort() *Abort {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Abort); ok {
+			return x.Abort
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetResolved() *Resolved {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Resolved); ok {
+			return x.Resolved
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetInDoubt() *InDoubt {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_InDoubt); ok {
+			return x.InDoubt
+		}
+	}
+	return nil
+}
+
 type isFrame_Body interface {
 	isFrame_Body()
 }
@@ -1468,6 +2298,54 @@ type Frame_Goodbye struct {
 	Goodbye *Goodbye `protobuf:"bytes,11,opt,name=goodbye,proto3,oneof"`
 }
 
+type Frame_OpenStream struct {
+	OpenStream *OpenStream `protobuf:"bytes,12,opt,name=open_stream,json=openStream,proto3,oneof"`
+}
+
+type Frame_StreamOpened struct {
+	StreamOpened *StreamOpened `protobuf:"bytes,13,opt,name=stream_opened,json=streamOpened,proto3,oneof"`
+}
+
+type Frame_Ack struct {
+	Ack *Ack `protobuf:"bytes,14,opt,name=ack,proto3,oneof"`
+}
+
+type Frame_EndStream struct {
+	EndStream *EndStream `protobuf:"bytes,15,opt,name=end_stream,json=endStream,proto3,oneof"`
+}
+
+type Frame_StreamEnded struct {
+	StreamEnded *StreamEnded `protobuf:"bytes,16,opt,name=stream_ended,json=streamEnded,proto3,oneof"`
+}
+
+type Frame_Reconnect struct {
+	Reconnect *Reconnect `protobuf:"bytes,17,opt,name=reconnect,proto3,oneof"`
+}
+
+type Frame_Prepare struct {
+	Prepare *Prepare `protobuf:"bytes,18,opt,name=prepare,proto3,oneof"`
+}
+
+type Frame_Prepared struct {
+	Prepared *Prepared `protobuf:"bytes,19,opt,name=prepared,proto3,oneof"`
+}
+
+type Frame_Commit struct {
+	Commit *Commit `protobuf:"bytes,20,opt,name=commit,proto3,oneof"`
+}
+
+type Frame_Abort struct {
+	Abort *Abort `protobuf:"bytes,21,opt,name=abort,proto3,oneof"`
+}
+
+type Frame_Resolved struct {
+	Resolved *Resolved `protobuf:"bytes,22,opt,name=resolved,proto3,oneof"`
+}
+
+type Frame_InDoubt struct {
+	InDoubt *InDoubt `protobuf:"bytes,23,opt,name=in_doubt,json=inDoubt,proto3,oneof"`
+}
+
 func (*Frame_Hello) isFrame_Body() {}
 
 func (*Frame_Welcome) isFrame_Body() {}
@@ -1489,6 +2367,30 @@ func (*Frame_Heartbeat) isFrame_Body() {}
 func (*Frame_Error) isFrame_Body() {}
 
 func (*Frame_Goodbye) isFrame_Body() {}
+
+func (*Frame_OpenStream) isFrame_Body() {}
+
+func (*Frame_StreamOpened) isFrame_Body() {}
+
+func (*Frame_Ack) isFrame_Body() {}
+
+func (*Frame_EndStream) isFrame_Body() {}
+
+func (*Frame_StreamEnded) isFrame_Body() {}
+
+func (*Frame_Reconnect) isFrame_Body() {}
+
+func (*Frame_Prepare) isFrame_Body() {}
+
+func (*Frame_Prepared) isFrame_Body() {}
+
+func (*Frame_Commit) isFrame_Body() {}
+
+func (*Frame_Abort) isFrame_Body() {}
+
+func (*Frame_Resolved) isFrame_Body() {}
+
+func (*Frame_InDoubt) isFrame_Body() {}
 
 var File_wallaroo_proto protoreflect.FileDescriptor
 
@@ -1575,7 +2477,52 @@ const file_wallaroo_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x19\n" +
 	"\bbatch_id\x18\x03 \x01(\x04R\abatchId\"!\n" +
 	"\aGoodbye\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason\"\x9e\x04\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"^\n" +
+	"\n" +
+	"OpenStream\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\rR\bstreamId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
+	"\vresume_hint\x18\x03 \x01(\x04R\n" +
+	"resumeHint\"N\n" +
+	"\fStreamOpened\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\rR\bstreamId\x12!\n" +
+	"\fresume_after\x18\x02 \x01(\x04R\vresumeAfter\"~\n" +
+	"\x03Ack\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\rR\bstreamId\x12\x13\n" +
+	"\x05up_to\x18\x02 \x01(\x04R\x04upTo\x12#\n" +
+	"\rcheckpoint_id\x18\x03 \x01(\x04R\fcheckpointId\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\x04R\vincarnation\"A\n" +
+	"\tEndStream\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\rR\bstreamId\x12\x17\n" +
+	"\alast_id\x18\x02 \x01(\x04R\x06lastId\"?\n" +
+	"\vStreamEnded\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\rR\bstreamId\x12\x13\n" +
+	"\x05up_to\x18\x02 \x01(\x04R\x04upTo\"=\n" +
+	"\tReconnect\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"f\n" +
+	"\aPrepare\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12#\n" +
+	"\rcheckpoint_id\x18\x02 \x01(\x04R\fcheckpointId\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"F\n" +
+	"\bPrepared\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"e\n" +
+	"\x06Commit\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12#\n" +
+	"\rcheckpoint_id\x18\x02 \x01(\x04R\fcheckpointId\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"d\n" +
+	"\x05Abort\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12#\n" +
+	"\rcheckpoint_id\x18\x02 \x01(\x04R\fcheckpointId\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\">\n" +
+	"\bResolved\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1c\n" +
+	"\tcommitted\x18\x02 \x01(\bR\tcommitted\"E\n" +
+	"\aInDoubt\x12\x16\n" +
+	"\x06epochs\x18\x01 \x03(\x04R\x06epochs\x12\"\n" +
+	"\fincarnations\x18\x02 \x03(\x04R\fincarnations\"\x9c\t\n" +
 	"\x05Frame\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.wallaroo.v1.HelloH\x00R\x05hello\x120\n" +
 	"\awelcome\x18\x02 \x01(\v2\x14.wallaroo.v1.WelcomeH\x00R\awelcome\x12-\n" +
@@ -1588,7 +2535,21 @@ const file_wallaroo_proto_rawDesc = "" +
 	"\theartbeat\x18\t \x01(\v2\x16.wallaroo.v1.HeartbeatH\x00R\theartbeat\x12*\n" +
 	"\x05error\x18\n" +
 	" \x01(\v2\x12.wallaroo.v1.ErrorH\x00R\x05error\x120\n" +
-	"\agoodbye\x18\v \x01(\v2\x14.wallaroo.v1.GoodbyeH\x00R\agoodbyeB\x06\n" +
+	"\agoodbye\x18\v \x01(\v2\x14.wallaroo.v1.GoodbyeH\x00R\agoodbye\x12:\n" +
+	"\vopen_stream\x18\f \x01(\v2\x17.wallaroo.v1.OpenStreamH\x00R\n" +
+	"openStream\x12@\n" +
+	"\rstream_opened\x18\r \x01(\v2\x19.wallaroo.v1.StreamOpenedH\x00R\fstreamOpened\x12$\n" +
+	"\x03ack\x18\x0e \x01(\v2\x10.wallaroo.v1.AckH\x00R\x03ack\x127\n" +
+	"\n" +
+	"end_stream\x18\x0f \x01(\v2\x16.wallaroo.v1.EndStreamH\x00R\tendStream\x12=\n" +
+	"\fstream_ended\x18\x10 \x01(\v2\x18.wallaroo.v1.StreamEndedH\x00R\vstreamEnded\x126\n" +
+	"\treconnect\x18\x11 \x01(\v2\x16.wallaroo.v1.ReconnectH\x00R\treconnect\x120\n" +
+	"\aprepare\x18\x12 \x01(\v2\x14.wallaroo.v1.PrepareH\x00R\aprepare\x123\n" +
+	"\bprepared\x18\x13 \x01(\v2\x15.wallaroo.v1.PreparedH\x00R\bprepared\x12-\n" +
+	"\x06commit\x18\x14 \x01(\v2\x13.wallaroo.v1.CommitH\x00R\x06commit\x12*\n" +
+	"\x05abort\x18\x15 \x01(\v2\x12.wallaroo.v1.AbortH\x00R\x05abort\x123\n" +
+	"\bresolved\x18\x16 \x01(\v2\x15.wallaroo.v1.ResolvedH\x00R\bresolved\x121\n" +
+	"\bin_doubt\x18\x17 \x01(\v2\x14.wallaroo.v1.InDoubtH\x00R\ainDoubtB\x06\n" +
 	"\x04body*M\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
@@ -1599,7 +2560,7 @@ const file_wallaroo_proto_rawDesc = "" +
 	"\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13STEP_KIND_STATELESS\x10\x01\x12\x14\n" +
 	"\x10STEP_KIND_KEY_BY\x10\x02\x12\x13\n" +
-	"\x0fSTEP_KIND_STATE\x10\x03*\xc7\x01\n" +
+	"\x0fSTEP_KIND_STATE\x10\x03*\x80\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14ERROR_CODE_BAD_FRAME\x10\x01\x12\x1a\n" +
@@ -1607,7 +2568,9 @@ const file_wallaroo_proto_rawDesc = "" +
 	"\x14ERROR_CODE_BAD_TOKEN\x10\x03\x12\x1b\n" +
 	"\x17ERROR_CODE_UNKNOWN_STEP\x10\x04\x12\x18\n" +
 	"\x14ERROR_CODE_TOO_LARGE\x10\x05\x12\x17\n" +
-	"\x13ERROR_CODE_INTERNAL\x10\x06B8Z6github.com/wallaroo-engine/wallaroo/sdk-go/internal/pbb\x06proto3"
+	"\x13ERROR_CODE_INTERNAL\x10\x06\x12\x18\n" +
+	"\x14ERROR_CODE_NO_CREDIT\x10\a\x12\x1d\n" +
+	"\x19ERROR_CODE_UNKNOWN_STREAM\x10\bB8Z6github.com/wallaroo-engine/wallaroo/sdk-go/internal/pbb\x06proto3"
 
 var (
 	file_wallaroo_proto_rawDescOnce sync.Once
@@ -1622,28 +2585,40 @@ func file_wallaroo_proto_rawDescGZIP() []byte {
 }
 
 var file_wallaroo_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_wallaroo_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_wallaroo_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_wallaroo_proto_goTypes = []any{
-	(Role)(0),           // 0: wallaroo.v1.Role
-	(StepKind)(0),       // 1: wallaroo.v1.StepKind
-	(ErrorCode)(0),      // 2: wallaroo.v1.ErrorCode
-	(*Hello)(nil),       // 3: wallaroo.v1.Hello
-	(*Welcome)(nil),     // 4: wallaroo.v1.Welcome
-	(*Refuse)(nil),      // 5: wallaroo.v1.Refuse
-	(*StepSpec)(nil),    // 6: wallaroo.v1.StepSpec
-	(*AssignSteps)(nil), // 7: wallaroo.v1.AssignSteps
-	(*Ready)(nil),       // 8: wallaroo.v1.Ready
-	(*Event)(nil),       // 9: wallaroo.v1.Event
-	(*StateEntry)(nil),  // 10: wallaroo.v1.StateEntry
-	(*Batch)(nil),       // 11: wallaroo.v1.Batch
-	(*Output)(nil),      // 12: wallaroo.v1.Output
-	(*Result)(nil),      // 13: wallaroo.v1.Result
-	(*BatchReply)(nil),  // 14: wallaroo.v1.BatchReply
-	(*Credit)(nil),      // 15: wallaroo.v1.Credit
-	(*Heartbeat)(nil),   // 16: wallaroo.v1.Heartbeat
-	(*Error)(nil),       // 17: wallaroo.v1.Error
-	(*Goodbye)(nil),     // 18: wallaroo.v1.Goodbye
-	(*Frame)(nil),       // 19: wallaroo.v1.Frame
+	(Role)(0),            // 0: wallaroo.v1.Role
+	(StepKind)(0),        // 1: wallaroo.v1.StepKind
+	(ErrorCode)(0),       // 2: wallaroo.v1.ErrorCode
+	(*Hello)(nil),        // 3: wallaroo.v1.Hello
+	(*Welcome)(nil),      // 4: wallaroo.v1.Welcome
+	(*Refuse)(nil),       // 5: wallaroo.v1.Refuse
+	(*StepSpec)(nil),     // 6: wallaroo.v1.StepSpec
+	(*AssignSteps)(nil),  // 7: wallaroo.v1.AssignSteps
+	(*Ready)(nil),        // 8: wallaroo.v1.Ready
+	(*Event)(nil),        // 9: wallaroo.v1.Event
+	(*StateEntry)(nil),   // 10: wallaroo.v1.StateEntry
+	(*Batch)(nil),        // 11: wallaroo.v1.Batch
+	(*Output)(nil),       // 12: wallaroo.v1.Output
+	(*Result)(nil),       // 13: wallaroo.v1.Result
+	(*BatchReply)(nil),   // 14: wallaroo.v1.BatchReply
+	(*Credit)(nil),       // 15: wallaroo.v1.Credit
+	(*Heartbeat)(nil),    // 16: wallaroo.v1.Heartbeat
+	(*Error)(nil),        // 17: wallaroo.v1.Error
+	(*Goodbye)(nil),      // 18: wallaroo.v1.Goodbye
+	(*OpenStream)(nil),   // 19: wallaroo.v1.OpenStream
+	(*StreamOpened)(nil), // 20: wallaroo.v1.StreamOpened
+	(*Ack)(nil),          // 21: wallaroo.v1.Ack
+	(*EndStream)(nil),    // 22: wallaroo.v1.EndStream
+	(*StreamEnded)(nil),  // 23: wallaroo.v1.StreamEnded
+	(*Reconnect)(nil),    // 24: wallaroo.v1.Reconnect
+	(*Prepare)(nil),      // 25: wallaroo.v1.Prepare
+	(*Prepared)(nil),     // 26: wallaroo.v1.Prepared
+	(*Commit)(nil),       // 27: wallaroo.v1.Commit
+	(*Abort)(nil),        // 28: wallaroo.v1.Abort
+	(*Resolved)(nil),     // 29: wallaroo.v1.Resolved
+	(*InDoubt)(nil),      // 30: wallaroo.v1.InDoubt
+	(*Frame)(nil),        // 31: wallaroo.v1.Frame
 }
 var file_wallaroo_proto_depIdxs = []int32{
 	0,  // 0: wallaroo.v1.Hello.role:type_name -> wallaroo.v1.Role
@@ -1667,11 +2642,23 @@ var file_wallaroo_proto_depIdxs = []int32{
 	16, // 18: wallaroo.v1.Frame.heartbeat:type_name -> wallaroo.v1.Heartbeat
 	17, // 19: wallaroo.v1.Frame.error:type_name -> wallaroo.v1.Error
 	18, // 20: wallaroo.v1.Frame.goodbye:type_name -> wallaroo.v1.Goodbye
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	19, // 21: wallaroo.v1.Frame.open_stream:type_name -> wallaroo.v1.OpenStream
+	20, // 22: wallaroo.v1.Frame.stream_opened:type_name -> wallaroo.v1.StreamOpened
+	21, // 23: wallaroo.v1.Frame.ack:type_name -> wallaroo.v1.Ack
+	22, // 24: wallaroo.v1.Frame.end_stream:type_name -> wallaroo.v1.EndStream
+	23, // 25: wallaroo.v1.Frame.stream_ended:type_name -> wallaroo.v1.StreamEnded
+	24, // 26: wallaroo.v1.Frame.reconnect:type_name -> wallaroo.v1.Reconnect
+	25, // 27: wallaroo.v1.Frame.prepare:type_name -> wallaroo.v1.Prepare
+	26, // 28: wallaroo.v1.Frame.prepared:type_name -> wallaroo.v1.Prepared
+	27, // 29: wallaroo.v1.Frame.commit:type_name -> wallaroo.v1.Commit
+	28, // 30: wallaroo.v1.Frame.abort:type_name -> wallaroo.v1.Abort
+	29, // 31: wallaroo.v1.Frame.resolved:type_name -> wallaroo.v1.Resolved
+	30, // 32: wallaroo.v1.Frame.in_doubt:type_name -> wallaroo.v1.InDoubt
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_wallaroo_proto_init() }
@@ -1679,7 +2666,7 @@ func file_wallaroo_proto_init() {
 	if File_wallaroo_proto != nil {
 		return
 	}
-	file_wallaroo_proto_msgTypes[16].OneofWrappers = []any{
+	file_wallaroo_proto_msgTypes[28].OneofWrappers = []any{
 		(*Frame_Hello)(nil),
 		(*Frame_Welcome)(nil),
 		(*Frame_Refuse)(nil),
@@ -1691,6 +2678,18 @@ func file_wallaroo_proto_init() {
 		(*Frame_Heartbeat)(nil),
 		(*Frame_Error)(nil),
 		(*Frame_Goodbye)(nil),
+		(*Frame_OpenStream)(nil),
+		(*Frame_StreamOpened)(nil),
+		(*Frame_Ack)(nil),
+		(*Frame_EndStream)(nil),
+		(*Frame_StreamEnded)(nil),
+		(*Frame_Reconnect)(nil),
+		(*Frame_Prepare)(nil),
+		(*Frame_Prepared)(nil),
+		(*Frame_Commit)(nil),
+		(*Frame_Abort)(nil),
+		(*Frame_Resolved)(nil),
+		(*Frame_InDoubt)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1698,7 +2697,7 @@ func file_wallaroo_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wallaroo_proto_rawDesc), len(file_wallaroo_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   17,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
