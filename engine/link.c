@@ -27,6 +27,10 @@ struct wl_link {
 	ev_async wake;        /* nng thread -> loop: pipe up/down */
 	atomic_int pending;   /* WL_LINK_UP/DOWN bits set by nng threads */
 	atomic_bool closing;
+	atomic_uint peer;     /* id of the newest connected pipe, 0: none */
+	uint32_t dropped;     /* pipe dropped by wl_link_drop_peer: its late
+	                         messages are discarded */
+	ev_timer drop_timer;  /* closes the dropped pipe after a delay */
 	wl_link_hooks hooks;
 	void *arg;
 	nng_msg **backlog;    /* ring of messages waiting for room */
@@ -44,12 +48,15 @@ pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 	(void)p;
 	if (atomic_load(&l->closing))
 		return;
+	if (ev == NNG_PIPE_EV_ADD_POST)
+		atomic_store(&l->peer, nng_pipe_id(p));
 	atomic_fetch_or(&l->pending,
 	    ev == NNG_PIPE_EV_ADD_POST ? WL_LINK_UP : WL_LINK_DOWN);
 	ev_async_send(l->loop, &l->wake);
 }
 
 static void link_free(wl_link *l);
+static void drop_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 static bool
 hook_done(wl_link *l)
@@ -97,6 +104,11 @@ recv_cb(struct ev_loop *loop, ev_io *w, int revents)
 				wl_log("LINK-ERROR", "%s: receive: %s", l->url,
 				    nng_strerror(rv));
 			break;
+		}
+		if (l->dropped != 0 &&
+		    (uint32_t)nng_pipe_id(nng_msg_get_pipe(m)) == l->dropped) {
+			nng_msg_free(m); /* sent before we dropped its peer */
+			continue;
 		}
 		l->hooks.recv(l->arg, m);
 	}
@@ -169,7 +181,8 @@ wl_link_listen(wl_link **out, struct ev_loop *loop, const char *url,
 	ev_io_init(&l->rio, recv_cb, rfd, EV_READ);
 	ev_io_init(&l->wio, send_cb, wfd, EV_READ);
 	ev_async_init(&l->wake, wake_cb);
-	l->rio.data = l->wio.data = l->wake.data = l;
+	ev_timer_init(&l->drop_timer, drop_timer_cb, 0., 0.);
+	l->rio.data = l->wio.data = l->wake.data = l->drop_timer.data = l;
 	ev_io_start(loop, &l->rio);
 	ev_async_start(loop, &l->wake);
 	*out = l;
@@ -259,6 +272,7 @@ link_free(wl_link *l)
 	ev_io_stop(l->loop, &l->rio);
 	ev_io_stop(l->loop, &l->wio);
 	ev_async_stop(l->loop, &l->wake);
+	ev_timer_stop(l->loop, &l->drop_timer);
 	while (l->bcount > 0) {
 		nng_msg_free(l->backlog[l->bhead]);
 		l->bhead = (l->bhead + 1) % l->bcap;
@@ -274,6 +288,52 @@ link_free(wl_link *l)
 	}
 	if (!started)
 		closer_main(l); /* no thread to be had: close here */
+}
+
+static void
+close_dropped(wl_link *l)
+{
+	nng_pipe p = NNG_PIPE_INITIALIZER;
+
+	ev_timer_stop(l->loop, &l->drop_timer);
+	/* What we had queued was meant for that peer: it must not reach the
+	 * next one. */
+	while (l->bcount > 0) {
+		nng_msg_free(l->backlog[l->bhead]);
+		l->bhead = (l->bhead + 1) % l->bcap;
+		l->bcount--;
+	}
+	ev_io_stop(l->loop, &l->wio);
+	p.id = l->dropped;
+	(void)nng_pipe_close(p); /* already gone is fine */
+}
+
+static void
+drop_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	close_dropped(w->data);
+}
+
+void
+wl_link_drop_peer(wl_link *l, double delay)
+{
+	uint32_t id = atomic_load(&l->peer);
+
+	if (id == 0 || id == l->dropped)
+		return;
+	if (ev_is_active(&l->drop_timer))
+		close_dropped(l); /* an earlier one still waiting: now */
+	l->dropped = id;
+	if (delay <= 0) {
+		close_dropped(l);
+		return;
+	}
+	/* pair1 admits no other peer while this one is connected, so
+	 * nothing sent in the meantime can reach someone else. */
+	ev_timer_set(&l->drop_timer, delay, 0.);
+	ev_timer_start(l->loop, &l->drop_timer);
 }
 
 int

@@ -61,6 +61,12 @@ size_t wl_link_backlog(const wl_link *l);
  * address may stay taken for a moment: see wl_link_quiesce. */
 void wl_link_close(wl_link *l);
 
+/* Disconnects the current peer, if any, after `delay` seconds (so that it
+ * can read a last explanation), and keeps listening for the next one.
+ * From now on, messages it sent are discarded; at the disconnect, so is
+ * whatever the link had not yet sent. The WL_LINK_DOWN event follows. */
+void wl_link_drop_peer(wl_link *l, double delay);
+
 /* Waits up to timeout_s seconds for the sockets of closed links to finish
  * closing. Returns how many are still closing (0: all done). Called at
  * exit, and before reusing an address. */

@@ -38,6 +38,11 @@ static const char *state_names[] = {
 	"idle", "starting", "assigning", "ready", "killed", "stopping", "stopped",
 };
 
+/* The same states as protocol section 6 names them for connectors. */
+static const char *conn_state_names[] = {
+	"waiting", "hello", "hello", "open", "closed", "closing", "closed",
+};
+
 /* A process that fails this many times in a row without ever becoming
  * ready is a configuration problem, not bad luck: give up. */
 #define MAX_FAILS_BEFORE_READY 5
@@ -45,14 +50,27 @@ static const char *state_names[] = {
 /* Batches sent and not yet answered: their send times, for the deadline. */
 #define MAX_TRACKED 256
 
+/* How long a connection stays open after the engine sent it a Refuse or
+ * an Error, so that the peer can read why before it goes. */
+#define LINGER_S 0.1
+
 struct wl_runner {
 	struct ev_loop *loop;
 	wl_runner_config cfg;
 	wl_runner_hooks hooks;
 	void *arg;
 	runner_state state;
+	wl_slot_role role;
+	const char *kind;        /* "runner", "source" or "sink", for logs */
+	const char *prefix;      /* log tag prefix: "RUN" or "CONN" */
+	bool accepted;           /* no process: a connector dials in */
+	bool said_goodbye;       /* this incarnation sent Goodbye */
+	ev_tstamp peer_up_at;    /* accepted: when the peer connected, or 0 */
+	ev_timer linger;         /* the delayed end of a refused connection */
+	char **caps;             /* capabilities of the current Hello */
+	size_t ncaps;
 	char name[96];
-	char token[33];
+	char token[WL_TOKEN_MAX + 1];
 	char url[256];
 	wl_link *link;
 	pid_t pid;
@@ -111,6 +129,16 @@ wl_runner_is_stopped(const wl_runner *r)
 }
 
 static void
+free_caps(wl_runner *r)
+{
+	for (size_t i = 0; i < r->ncaps; i++)
+		free(r->caps[i]);
+	free(r->caps);
+	r->caps = NULL;
+	r->ncaps = 0;
+}
+
+static void
 send_frame(wl_runner *r, const wl_frame *f)
 {
 	nng_msg *m;
@@ -120,21 +148,107 @@ send_frame(wl_runner *r, const wl_frame *f)
 	wl_link_send(r->link, m);
 }
 
-/* Kills the current process; the reaper then decides what comes next. */
+/*
+ * Ends the connection now. A spawned process is killed, and the reaper
+ * decides what comes next; an accepted connector's peer is dropped and the
+ * slot waits for the next one.
+ */
 static void
-kill_process(wl_runner *r, const char *tag, const char *why)
+reset_accepted(wl_runner *r, double delay)
 {
-	if (r->state == RS_KILLED || r->state == RS_STOPPED ||
-	    r->state == RS_IDLE)
+	wl_link_drop_peer(r->link, delay);
+	r->peer_up_at = 0;
+	r->inflight = 0;
+	r->inflight_head = 0;
+	r->ping_sent = 0;
+	free_caps(r);
+	set_state(r, r->stop_requested ? RS_STOPPED : RS_STARTING);
+	r->hooks.down(r->arg, r);
+}
+
+static void
+drop_now(wl_runner *r)
+{
+	ev_timer_stop(r->loop, &r->linger);
+	if (r->accepted) {
+		reset_accepted(r, 0);
 		return;
-	wl_log(tag, "runner %s pid %d: %s; killing it", r->name, (int)r->pid,
-	    why);
-	snprintf(r->why, sizeof(r->why), "%s", why);
+	}
 	if (r->pid > 0)
 		kill(r->pid, SIGKILL);
 	wl_link_close(r->link);
 	r->link = NULL;
+}
+
+static void
+linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	drop_now(w->data);
+}
+
+/*
+ * Gives up on the current connection: logs PREFIX-TAG, tells a connector
+ * why (an Error frame, when code is set) and ends the connection, after
+ * LINGER_S when something was sent that the peer should read first.
+ */
+static void
+drop(wl_runner *r, Wallaroo__V1__ErrorCode code, const char *tag,
+    const char *why, bool linger)
+{
+	char t[32];
+
+	if (r->state == RS_KILLED || r->state == RS_STOPPED ||
+	    r->state == RS_IDLE)
+		return;
+	if (r->accepted && r->state == RS_STARTING && r->peer_up_at == 0)
+		return; /* nobody connected */
+	snprintf(t, sizeof(t), "%s-%s", r->prefix, tag);
+	if (r->accepted)
+		wl_log(t, "%s %s: %s; dropping the connection", r->kind,
+		    r->name, why);
+	else
+		wl_log(t, "%s %s pid %d: %s; killing it", r->kind, r->name,
+		    (int)r->pid, why);
+	snprintf(r->why, sizeof(r->why), "%s", why);
+	if (code != 0 && r->role != WL_SLOT_RUNNER) {
+		Wallaroo__V1__Frame f = WALLAROO__V1__FRAME__INIT;
+		Wallaroo__V1__Error e = WALLAROO__V1__ERROR__INIT;
+		e.code = code;
+		e.message = (char *)why;
+		f.body_case = WALLAROO__V1__FRAME__BODY_ERROR;
+		f.error = &e;
+		send_frame(r, &f);
+		linger = true;
+	}
+	if (r->accepted) {
+		/* The link lets the peer go after the delay; the slot waits
+		 * for the next connection at once. */
+		reset_accepted(r, linger ? LINGER_S : 0);
+		return;
+	}
 	set_state(r, RS_KILLED);
+	if (linger) {
+		ev_timer_set(&r->linger, LINGER_S, 0.);
+		ev_timer_start(r->loop, &r->linger);
+		return;
+	}
+	drop_now(r);
+}
+
+/* The runner-era name: a violation gets no explanation. */
+static void
+kill_process(wl_runner *r, const char *tag, const char *why)
+{
+	drop(r, 0, tag, why, false);
+}
+
+void
+wl_runner_drop(wl_runner *r, Wallaroo__V1__ErrorCode code, const char *tag,
+    const char *why)
+{
+	drop(r, code, tag, why, code != 0);
 }
 
 static void
@@ -163,20 +277,29 @@ on_hello(wl_runner *r, const Wallaroo__V1__Hello *h)
 		    "protocol version %u.%u is not supported; this engine speaks %d.x",
 		    h->version_major, h->version_minor, WL_PROTO_MAJOR);
 		refuse(r, WALLAROO__V1__ERROR_CODE__ERROR_CODE_BAD_VERSION, msg);
-		kill_process(r, "RUN-REFUSED", msg);
+		drop(r, 0, "REFUSED", msg, true);
 		return;
 	}
 	if (strcmp(h->token, r->token) != 0) {
 		refuse(r, WALLAROO__V1__ERROR_CODE__ERROR_CODE_BAD_TOKEN,
+		    r->accepted ? "token does not match the one the engine expects" :
 		    "token does not match the one this engine handed out");
-		kill_process(r, "RUN-REFUSED", "wrong token in hello");
+		drop(r, 0, "REFUSED", "wrong token in hello", true);
 		return;
 	}
-	if (h->role != WALLAROO__V1__ROLE__ROLE_RUNNER) {
-		refuse(r, WALLAROO__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME,
-		    "this address serves a runner; hello has another role");
-		kill_process(r, "RUN-REFUSED", "hello with a role other than runner");
+	if ((int)h->role != (int)r->role) {
+		snprintf(msg, sizeof(msg), "this address serves a %s; hello has "
+		    "role %d", r->kind, (int)h->role);
+		refuse(r, WALLAROO__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME, msg);
+		drop(r, 0, "REFUSED", msg, true);
 		return;
+	}
+	free_caps(r);
+	if (h->n_capabilities > 0 &&
+	    (r->caps = calloc(h->n_capabilities, sizeof(*r->caps))) != NULL) {
+		for (size_t i = 0; i < h->n_capabilities; i++)
+			if ((r->caps[r->ncaps] = strdup(h->capabilities[i])) != NULL)
+				r->ncaps++;
 	}
 	w.version_major = WL_PROTO_MAJOR;
 	w.version_minor = WL_PROTO_MINOR;
@@ -189,9 +312,22 @@ on_hello(wl_runner *r, const Wallaroo__V1__Hello *h)
 	w.max_batch_bytes = r->cfg.limits->batch_max_bytes;
 	w.heartbeat_timeout_ms = r->cfg.limits->heartbeat_timeout_ms;
 	w.batch_deadline_ms = r->cfg.limits->batch_deadline_ms;
+	if (r->role == WL_SLOT_SOURCE)
+		w.initial_credits = r->cfg.initial_credits;
 	f.body_case = WALLAROO__V1__FRAME__BODY_WELCOME;
 	f.welcome = &w;
 	send_frame(r, &f);
+	if (r->role != WL_SLOT_RUNNER) {
+		/* A connector has nothing to be assigned: it is ready. */
+		set_state(r, RS_READY);
+		r->ever_ready = true;
+		r->said_goodbye = false;
+		r->last_reply = ev_now(r->loop);
+		wl_log("CONN-READY", "%s %s pid %d connected: %s", r->kind,
+		    r->name, (int)r->pid, h->program);
+		r->hooks.ready(r->arg, r);
+		return;
+	}
 
 	a.n_steps = r->cfg.nsteps;
 	a.steps = (Wallaroo__V1__StepSpec **)r->cfg.steps;
@@ -214,7 +350,7 @@ on_frame(wl_runner *r, const wl_frame *f)
 		}
 		break;
 	case WALLAROO__V1__FRAME__BODY_READY:
-		if (r->state == RS_ASSIGNING) {
+		if (r->state == RS_ASSIGNING && r->role == WL_SLOT_RUNNER) {
 			set_state(r, RS_READY);
 			r->ever_ready = true;
 			r->last_reply = ev_now(r->loop);
@@ -225,17 +361,19 @@ on_frame(wl_runner *r, const wl_frame *f)
 		}
 		break;
 	case WALLAROO__V1__FRAME__BODY_REPLY:
-		if (r->state == RS_READY) {
+		if (r->state == RS_READY && r->role != WL_SLOT_SOURCE) {
 			if (r->inflight == 0) {
-				kill_process(r, "RUN-PROTO",
+				kill_process(r, "PROTO",
 				    "sent a reply with no batch in flight");
 				return;
 			}
 			if (r->hooks.reply(r->arg, r, f->reply) != WL_OK) {
-				kill_process(r, "RUN-PROTO", "sent a reply that does "
+				kill_process(r, "PROTO", "sent a reply that does "
 				    "not match its batch (see the line above)");
 				return;
 			}
+			if (r->state != RS_READY)
+				return; /* the hook dropped the connection */
 			r->inflight_head = (r->inflight_head + 1) % MAX_TRACKED;
 			r->inflight--;
 			r->fails = 0;
@@ -266,38 +404,63 @@ on_frame(wl_runner *r, const wl_frame *f)
 			/* Typically a step function the program lacks: the
 			 * process exits and the failure count grows. */
 			wl_log("RUN-ERROR", "runner %s %s", r->name, msg);
-			kill_process(r, "RUN-REFUSED", "it cannot serve the steps "
+			kill_process(r, "REFUSED", "it cannot serve the steps "
 			    "assigned to it");
 			return;
 		}
 		if (r->state == RS_READY || r->state == RS_STOPPING) {
-			wl_log("RUN-ERROR", "runner %s %s", r->name, msg);
-			if (f->error->batch_id == 0 || r->state != RS_READY)
+			char t[32];
+			snprintf(t, sizeof(t), "%s-ERROR", r->prefix);
+			wl_log(t, "%s %s %s", r->kind, r->name, msg);
+			if (f->error->batch_id == 0 || r->state != RS_READY ||
+			    r->role == WL_SLOT_SOURCE)
 				return;
 			if (r->inflight == 0 || r->hooks.failed(r->arg, r,
 			    f->error->batch_id, f->error->message) != WL_OK) {
-				kill_process(r, "RUN-PROTO", "sent an error about a "
+				kill_process(r, "PROTO", "sent an error about a "
 				    "batch that is not the oldest in flight");
 				return;
 			}
+			if (r->state != RS_READY)
+				return; /* the hook dropped the connection */
 			r->inflight_head = (r->inflight_head + 1) % MAX_TRACKED;
 			r->inflight--;
 			r->last_reply = ev_now(r->loop);
 			return;
 		}
 		break;
-	case WALLAROO__V1__FRAME__BODY_GOODBYE:
-		wl_log("RUN-GOODBYE", "runner %s pid %d is leaving: %s", r->name,
+	case WALLAROO__V1__FRAME__BODY_GOODBYE: {
+		char t[32];
+		snprintf(t, sizeof(t), "%s-GOODBYE", r->prefix);
+		wl_log(t, "%s %s pid %d is leaving: %s", r->kind, r->name,
 		    (int)r->pid, f->goodbye->reason);
+		r->said_goodbye = true;
 		return;
+	}
 	default:
+		if (r->state == RS_READY && r->hooks.frame != NULL) {
+			Wallaroo__V1__ErrorCode code =
+			    WALLAROO__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME;
+			msg[0] = '\0';
+			if (r->hooks.frame(r->arg, r, f, &code, msg,
+			    sizeof(msg)) != WL_OK)
+				drop(r, code, "PROTO", msg, true);
+			return;
+		}
 		break;
 	}
 	if (r->state == RS_STOPPING)
 		return; /* a late reply after our Goodbye: nothing to do */
-	snprintf(msg, sizeof(msg), "sent a %s frame, not allowed while %s",
-	    wl_frame_name(f), state_names[r->state]);
-	kill_process(r, "RUN-PROTO", msg);
+	snprintf(msg, sizeof(msg), "%s not allowed while %s",
+	    wl_frame_name(f), conn_state_names[r->state]);
+	if (r->role == WL_SLOT_RUNNER) {
+		snprintf(msg, sizeof(msg), "sent a %s frame, not allowed while %s",
+		    wl_frame_name(f), state_names[r->state]);
+		kill_process(r, "PROTO", msg);
+		return;
+	}
+	drop(r, WALLAROO__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME, "PROTO", msg,
+	    true);
 }
 
 static void
@@ -317,7 +480,9 @@ link_recv(void *arg, nng_msg *m)
 		    "sent %zu bytes that are not a protocol frame",
 		    nng_msg_len(m));
 		nng_msg_free(m);
-		kill_process(r, "RUN-GARBAGE", msg);
+		drop(r, r->role == WL_SLOT_RUNNER ? 0 :
+		    WALLAROO__V1__ERROR_CODE__ERROR_CODE_BAD_FRAME, "GARBAGE", msg,
+		    false);
 		return;
 	}
 	nng_msg_free(m);
@@ -331,17 +496,38 @@ link_event(void *arg, wl_link_event ev)
 	wl_runner *r = arg;
 	char msg[160];
 
-	if (ev != WL_LINK_DOWN)
+	if (ev == WL_LINK_UP) {
+		if (r->accepted && r->state == RS_STARTING)
+			r->peer_up_at = ev_now(r->loop);
 		return;
+	}
 	if (r->state == RS_STOPPING) {
 		/* Expected: it is exiting after our Goodbye. */
+		if (r->accepted)
+			drop_now(r);
+		return;
+	}
+	if (r->accepted && r->state == RS_STARTING) {
+		r->peer_up_at = 0; /* came and went before saying hello */
 		return;
 	}
 	snprintf(msg, sizeof(msg),
 	    "connection closed while %s (a frame over message_max_bytes=%u "
 	    "closes it, as does the process exiting)",
 	    state_names[r->state], r->cfg.limits->message_max_bytes);
-	kill_process(r, "RUN-DISCONNECT", msg);
+	if (r->said_goodbye && r->role != WL_SLOT_RUNNER) {
+		/* It said goodbye: leaving is no violation. The reaper judges
+		 * the exit status of a spawned one. */
+		if (r->accepted)
+			drop_now(r);
+		else {
+			wl_link_close(r->link);
+			r->link = NULL;
+			set_state(r, RS_KILLED);
+		}
+		return;
+	}
+	kill_process(r, "DISCONNECT", msg);
 }
 
 static void
@@ -369,7 +555,7 @@ child_env(wl_runner *r)
 
 	while (environ[n])
 		n++;
-	env = calloc(n + r->cfg.program->envc + 8, sizeof(*env));
+	env = calloc(n + r->cfg.program->envc + 10, sizeof(*env));
 	if (env == NULL)
 		return NULL;
 	for (size_t i = 0; i < n; i++)
@@ -384,6 +570,10 @@ child_env(wl_runner *r)
 	    asprintf(&env[k++], "WALLAROO_INSTANCE=%u", r->cfg.instance) < 0 ||
 	    asprintf(&env[k++], "WALLAROO_MAX_MESSAGE_BYTES=%u",
 	    r->cfg.limits->message_max_bytes) < 0)
+		return NULL;
+	if (r->role != WL_SLOT_RUNNER &&
+	    (asprintf(&env[k++], "WALLAROO_ROLE=%s", r->kind) < 0 ||
+	    asprintf(&env[k++], "WALLAROO_CONNECTOR=%s", r->cfg.connector) < 0))
 		return NULL;
 	env[k] = NULL;
 	return env;
@@ -409,6 +599,7 @@ spawn(wl_runner *r)
 	char **env;
 	pid_t pid;
 
+	ev_timer_stop(r->loop, &r->linger);
 	r->generation++;
 	random_token(r->token);
 	snprintf(r->url, sizeof(r->url), "ipc://%s/%s-%u.%u.sock",
@@ -422,8 +613,8 @@ spawn(wl_runner *r)
 	}
 	env = child_env(r);
 	if (env == NULL) {
-		wl_log("SUP-ERROR", "runner %s: out of memory building its "
-		    "environment", r->name);
+		wl_log("SUP-ERROR", "%s %s: out of memory building its "
+		    "environment", r->kind, r->name);
 		wl_link_close(r->link);
 		r->link = NULL;
 		r->fails++;
@@ -444,7 +635,7 @@ spawn(wl_runner *r)
 	}
 	free_env(env);
 	if (pid < 0) {
-		wl_log("SUP-ERROR", "runner %s: fork: %s", r->name,
+		wl_log("SUP-ERROR", "%s %s: fork: %s", r->kind, r->name,
 		    strerror(errno));
 		wl_link_close(r->link);
 		r->link = NULL;
@@ -454,6 +645,7 @@ spawn(wl_runner *r)
 	}
 	r->pid = pid;
 	r->ever_ready = false;
+	r->said_goodbye = false;
 	r->ping_sent = 0;
 	r->inflight = 0;
 	r->inflight_head = 0;
@@ -462,8 +654,8 @@ spawn(wl_runner *r)
 	r->child.data = r;
 	ev_child_start(r->loop, &r->child);
 	set_state(r, RS_STARTING);
-	wl_log("SUP-SPAWN", "runner %s pid %d: %s (incarnation %u)", r->name,
-	    (int)pid, r->cfg.program->argv[0], r->generation);
+	wl_log("SUP-SPAWN", "%s %s pid %d: %s (incarnation %u)", r->kind,
+	    r->name, (int)pid, r->cfg.program->argv[0], r->generation);
 }
 
 static void
@@ -491,9 +683,15 @@ schedule_restart(wl_runner *r)
 		return;
 	}
 	if (r->fails >= MAX_FAILS_BEFORE_READY && !r->ever_ready) {
-		wl_log("SUP-GIVEUP", "runner %s failed %u times in a row without "
-		    "becoming ready; check its argv and that it registers every "
-		    "step the topology assigns to it", r->name, r->fails);
+		if (r->role == WL_SLOT_RUNNER)
+			wl_log("SUP-GIVEUP", "runner %s failed %u times in a row "
+			    "without becoming ready; check its argv and that it "
+			    "registers every step the topology assigns to it",
+			    r->name, r->fails);
+		else
+			wl_log("SUP-GIVEUP", "%s %s failed %u times in a row "
+			    "without connecting; check its argv and its log above",
+			    r->kind, r->name, r->fails);
 		r->hooks.fatal(r->arg, r);
 		return;
 	}
@@ -503,8 +701,8 @@ schedule_restart(wl_runner *r)
 		ms = r->cfg.limits->restart_backoff_max_ms;
 	if (r->fails == 0)
 		ms = 0;
-	wl_log("SUP-RESTART", "runner %s restarts in %.0f ms (failure %u in a row)",
-	    r->name, ms, r->fails);
+	wl_log("SUP-RESTART", "%s %s restarts in %.0f ms (failure %u in a row)",
+	    r->kind, r->name, ms, r->fails);
 	ev_timer_set(&r->backoff, ms / 1000.0, 0.);
 	ev_timer_start(r->loop, &r->backoff);
 }
@@ -517,26 +715,33 @@ child_cb(struct ev_loop *loop, ev_child *w, int revents)
 	bool was_ready = r->state == RS_READY || r->state == RS_KILLED;
 	bool stopping = r->state == RS_STOPPING || r->stop_requested;
 
+	bool finished = r->role != WL_SLOT_RUNNER && r->said_goodbye &&
+	    WIFEXITED(st) && WEXITSTATUS(st) == 0 && r->why[0] == '\0';
+
 	(void)revents;
 	ev_child_stop(loop, w);
+	ev_timer_stop(loop, &r->linger);
 	if (WIFEXITED(st))
-		wl_log(stopping ? "SUP-EXIT" : "SUP-CRASH",
-		    "runner %s pid %d exited with status %d%s%s", r->name,
+		wl_log(stopping || finished ? "SUP-EXIT" : "SUP-CRASH",
+		    "%s %s pid %d exited with status %d%s%s", r->kind, r->name,
 		    (int)r->pid, WEXITSTATUS(st), r->why[0] ? " after: " : "",
 		    r->why);
 	else
 		wl_log(stopping ? "SUP-EXIT" : "SUP-CRASH",
-		    "runner %s pid %d was killed by signal %d%s%s", r->name,
+		    "%s %s pid %d was killed by signal %d%s%s", r->kind, r->name,
 		    (int)r->pid, WTERMSIG(st), r->why[0] ? " after: " : "",
 		    r->why);
 	wl_link_close(r->link);
 	r->link = NULL;
 	r->pid = 0;
 	r->inflight = 0;
+	free_caps(r);
 	(void)was_ready;
 	r->hooks.down(r->arg, r);
-	if (stopping) {
+	if (stopping || finished) {
 		set_state(r, RS_STOPPED);
+		if (finished && !stopping && r->hooks.ended != NULL)
+			r->hooks.ended(r->arg, r);
 		return;
 	}
 	/* A crash counts against the slot only while it makes no progress:
@@ -557,10 +762,23 @@ wl_runner_new(wl_runner **out, struct ev_loop *loop,
 	r->cfg = *cfg;
 	r->hooks = *hooks;
 	r->arg = arg;
-	snprintf(r->name, sizeof(r->name), "%s/%u", cfg->program->name,
-	    cfg->instance);
+	r->role = cfg->role ? cfg->role : WL_SLOT_RUNNER;
+	r->kind = r->role == WL_SLOT_SOURCE ? "source" :
+	    r->role == WL_SLOT_SINK ? "sink" : "runner";
+	r->prefix = r->role == WL_SLOT_RUNNER ? "RUN" : "CONN";
+	r->accepted = cfg->program == NULL;
+	if (r->role == WL_SLOT_RUNNER)
+		snprintf(r->name, sizeof(r->name), "%s/%u", cfg->program->name,
+		    cfg->instance);
+	else
+		snprintf(r->name, sizeof(r->name), "%s/%u", cfg->connector,
+		    cfg->instance);
+	if (r->accepted)
+		snprintf(r->token, sizeof(r->token), "%s", cfg->token);
 	ev_timer_init(&r->backoff, backoff_cb, 0., 0.);
 	r->backoff.data = r;
+	ev_timer_init(&r->linger, linger_cb, 0., 0.);
+	r->linger.data = r;
 	r->state = RS_IDLE;
 	*out = r;
 	return WL_OK;
@@ -569,7 +787,44 @@ wl_runner_new(wl_runner **out, struct ev_loop *loop,
 void
 wl_runner_start(wl_runner *r)
 {
-	spawn(r);
+	static const wl_link_hooks hooks = { link_recv, link_event };
+
+	if (!r->accepted) {
+		spawn(r);
+		return;
+	}
+	snprintf(r->url, sizeof(r->url), "%s", r->cfg.listen_url);
+	if (wl_link_listen(&r->link, r->loop, r->url,
+	    r->cfg.limits->message_max_bytes, &hooks, r) != WL_OK) {
+		wl_log("CONN-ERROR", "%s %s: cannot listen on %s (see the line "
+		    "above)", r->kind, r->name, r->url);
+		set_state(r, RS_STOPPED);
+		r->hooks.fatal(r->arg, r);
+		return;
+	}
+	r->generation++;
+	set_state(r, RS_STARTING);
+	wl_log("CONN-LISTEN", "%s %s: waiting for a connector on %s", r->kind,
+	    r->name, r->url);
+}
+
+wl_err
+wl_runner_send(wl_runner *r, nng_msg *m)
+{
+	if (r->state != RS_READY || r->link == NULL) {
+		nng_msg_free(m);
+		return WL_ERR_STATE;
+	}
+	return wl_link_send(r->link, m);
+}
+
+bool
+wl_runner_has_capability(const wl_runner *r, const char *cap)
+{
+	for (size_t i = 0; i < r->ncaps; i++)
+		if (strcmp(r->caps[i], cap) == 0)
+			return true;
+	return false;
 }
 
 wl_err
@@ -594,11 +849,14 @@ wl_runner_tick(wl_runner *r, ev_tstamp now)
 	switch (r->state) {
 	case RS_STARTING:
 	case RS_ASSIGNING:
+		if (r->accepted && (r->peer_up_at == 0 ||
+		    now - r->peer_up_at <= lim->heartbeat_timeout_ms / 1000.0))
+			break; /* waiting for a connector is no hang */
 		if (now - r->state_since > lim->heartbeat_timeout_ms / 1000.0) {
 			snprintf(msg, sizeof(msg), "no %s within %u ms",
 			    r->state == RS_STARTING ? "hello" : "ready",
 			    lim->heartbeat_timeout_ms);
-			kill_process(r, "RUN-HUNG", msg);
+			kill_process(r, "HUNG", msg);
 		}
 		break;
 	case RS_READY:
@@ -610,7 +868,7 @@ wl_runner_tick(wl_runner *r, ev_tstamp now)
 				snprintf(msg, sizeof(msg), "no reply to a batch "
 				    "within batch_deadline_ms=%u",
 				    lim->batch_deadline_ms);
-				kill_process(r, "RUN-HUNG", msg);
+				kill_process(r, "HUNG", msg);
 			}
 			break;
 		}
@@ -619,7 +877,7 @@ wl_runner_tick(wl_runner *r, ev_tstamp now)
 				snprintf(msg, sizeof(msg), "no heartbeat answer "
 				    "within heartbeat_timeout_ms=%u",
 				    lim->heartbeat_timeout_ms);
-				kill_process(r, "RUN-HUNG", msg);
+				kill_process(r, "HUNG", msg);
 			}
 		} else if (now - r->last_rx > lim->heartbeat_ms / 1000.0) {
 			Wallaroo__V1__Frame f = WALLAROO__V1__FRAME__INIT;
@@ -633,6 +891,10 @@ wl_runner_tick(wl_runner *r, ev_tstamp now)
 		}
 		break;
 	case RS_STOPPING:
+		if (r->accepted && now > r->stop_deadline) {
+			drop_now(r);
+			break;
+		}
 		if (now > r->stop_deadline && r->pid > 0) {
 			wl_log("SUP-KILL", "runner %s pid %d did not exit after "
 			    "goodbye; killing it", r->name, (int)r->pid);
@@ -658,6 +920,11 @@ wl_runner_stop(wl_runner *r, ev_tstamp grace)
 		set_state(r, RS_STOPPED);
 		break;
 	case RS_STARTING:
+		if (r->accepted && r->peer_up_at == 0) {
+			set_state(r, RS_STOPPED);
+			break;
+		}
+		/* fall through */
 	case RS_ASSIGNING:
 	case RS_READY:
 		g.reason = "engine shutting down";
@@ -683,6 +950,8 @@ wl_runner_free(wl_runner *r)
 		ev_child_stop(r->loop, &r->child);
 	}
 	ev_timer_stop(r->loop, &r->backoff);
+	ev_timer_stop(r->loop, &r->linger);
 	wl_link_close(r->link);
+	free_caps(r);
 	free(r);
 }

@@ -2,6 +2,13 @@
  * runner.h -- one runner slot: a (program, instance) pair from the
  * topology, and the successive processes ("incarnations") that serve it.
  *
+ * The same slot serves connectors (protocol section 6): a source or sink
+ * program the engine spawns, or an address where an operator-started
+ * connector dials in (accepted: no process, the slot waits for the next
+ * connection instead of restarting anything). The slot runs the handshake,
+ * heartbeats and deadlines; the frames particular to connectors go to the
+ * `frame` hook.
+ *
  * The slot spawns the process with the engine's address and a fresh token
  * in its environment, runs the handshake, forwards batches and replies,
  * watches heartbeats and batch deadlines, and replaces a process that
@@ -23,6 +30,9 @@
 
 typedef struct wl_runner wl_runner;
 
+/* The longest token an accepted connector may be configured with. */
+#define WL_TOKEN_MAX 128
+
 typedef struct {
 	/* The runner accepts batches (after its handshake, or again after a
 	 * restart: re-send what was in flight now). */
@@ -42,7 +52,24 @@ typedef struct {
 	/* The slot gave up: the program keeps failing before it becomes
 	 * ready, so the application cannot run. */
 	void (*fatal)(void *arg, wl_runner *r);
+	/* Connectors: a frame the slot does not handle itself, received while
+	 * ready (OpenStream, Batch, EndStream from a source; InDoubt,
+	 * Prepared, Resolved from a sink). Returning non-zero makes it a
+	 * protocol violation: the hook fills `code` and `why`, and the slot
+	 * logs, answers Error and drops the connection. NULL for runners. */
+	wl_err (*frame)(void *arg, wl_runner *r, const wl_frame *f,
+	    Wallaroo__V1__ErrorCode *code, char *why, size_t whylen);
+	/* Connectors: a spawned one said Goodbye and exited with status 0,
+	 * so it has finished; the slot is stopped. May be NULL. */
+	void (*ended)(void *arg, wl_runner *r);
 } wl_runner_hooks;
+
+/* What a slot serves; the values are the protocol's Role. */
+typedef enum {
+	WL_SLOT_RUNNER = 1,
+	WL_SLOT_SOURCE = 2,
+	WL_SLOT_SINK = 3,
+} wl_slot_role;
 
 typedef struct {
 	const wl_program *program;
@@ -53,6 +80,11 @@ typedef struct {
 	size_t nsteps;
 	const char *worker;
 	uint64_t incarnation;       /* the engine's */
+	wl_slot_role role;          /* 0 means WL_SLOT_RUNNER */
+	const char *connector;      /* connectors: the source or sink name */
+	const char *listen_url;     /* accepted connectors (program NULL) */
+	const char *token;          /* ... and the token they must present */
+	uint64_t initial_credits;   /* sources: Welcome.initial_credits */
 } wl_runner_config;
 
 /* Creates a slot (no process yet). The config's pointers must outlive the
@@ -67,6 +99,20 @@ void wl_runner_start(wl_runner *r);
  * wl_runner_is_ready(). */
 wl_err wl_runner_send_batch(wl_runner *r, nng_msg *m);
 
+/* Sends any encoded frame to a ready connector (Ack, Credit, Prepare...).
+ * Takes `m` in every case. */
+wl_err wl_runner_send(wl_runner *r, nng_msg *m);
+
+/* Ends the current connection for a violation the caller found: logs
+ * "RUN-TAG"/"CONN-TAG" with `why`, answers Error{code, why} to a connector
+ * (code 0: nothing), and kills the process (spawned) or drops the peer
+ * (accepted). */
+void wl_runner_drop(wl_runner *r, Wallaroo__V1__ErrorCode code,
+    const char *tag, const char *why);
+
+/* True if the current incarnation's Hello listed `cap`. */
+bool wl_runner_has_capability(const wl_runner *r, const char *cap);
+
 /* Housekeeping from the engine's cron: heartbeats, hang detection. */
 void wl_runner_tick(wl_runner *r, ev_tstamp now);
 
@@ -79,7 +125,7 @@ bool wl_runner_is_ready(const wl_runner *r);
 /* True once stopped and the last process has been reaped (or never ran). */
 bool wl_runner_is_stopped(const wl_runner *r);
 
-/* "program/instance", for log lines. */
+/* "program/instance" ("connector/instance" for connectors), for logs. */
 const char *wl_runner_name(const wl_runner *r);
 
 /* The current process id, or 0. */
