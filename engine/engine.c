@@ -20,9 +20,11 @@
 #include <unistd.h>
 #include <ev.h>
 
+#include "csource.h"
 #include "flow.h"
 #include "link.h"
 #include "log.h"
+#include "runner.h"
 #include "source.h"
 
 /* The life of the worker. Advanced only by advance(). */
@@ -39,7 +41,8 @@ typedef struct {
 	struct ev_loop *loop;
 	engine_state state;
 	wl_flow *flow;
-	wl_source **sources;
+	wl_source **sources;   /* built-in sources; NULL for connectors */
+	wl_csource **csources; /* connector sources; NULL for built-in */
 	ev_prepare prep;
 	ev_timer cron;
 	ev_signal sigterm, sigint;
@@ -60,14 +63,33 @@ mono(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Source accessors over both kinds: built-in and connector. */
+static bool
+src_is_started(const engine *g, size_t i)
+{
+	return g->csources[i] ? wl_csource_started(g->csources[i]) :
+	    wl_source_started(g->sources[i]);
+}
+
+static bool
+src_is_ended(const engine *g, size_t i)
+{
+	return g->csources[i] ? wl_csource_ended(g->csources[i]) :
+	    wl_source_ended(g->sources[i]);
+}
+
 static void
 start_ready_sources(engine *g)
 {
 	for (size_t i = 0; i < g->t->nsources; i++) {
 		const wl_io *d = &g->t->sources[i];
-		if (wl_source_started(g->sources[i]))
+		if (src_is_started(g, i))
 			continue;
-		if (d->after >= 0 && !wl_source_ended(g->sources[d->after]))
+		if (g->csources[i] != NULL) {
+			(void)wl_csource_start(g->csources[i]);
+			continue;
+		}
+		if (d->after >= 0 && !src_is_ended(g, (size_t)d->after))
 			continue;
 		if (wl_source_start(g->sources[i]) != WL_OK) {
 			g->fatal = true;
@@ -82,7 +104,18 @@ static bool
 all_sources_ended(const engine *g)
 {
 	for (size_t i = 0; i < g->t->nsources; i++)
-		if (!wl_source_ended(g->sources[i]))
+		if (!src_is_ended(g, i))
+			return false;
+	return true;
+}
+
+/* Connector sources have said Goodbye once everything they sent is done
+ * and acknowledged: only then may the engine stop. */
+static bool
+connectors_ended(const engine *g)
+{
+	for (size_t i = 0; i < g->t->nsources; i++)
+		if (g->csources[i] != NULL && !wl_csource_ended(g->csources[i]))
 			return false;
 	return true;
 }
@@ -90,13 +123,32 @@ all_sources_ended(const engine *g)
 static void
 stop_sources(engine *g)
 {
-	for (size_t i = 0; i < g->t->nsources; i++)
-		wl_source_stop(g->sources[i]);
+	for (size_t i = 0; i < g->t->nsources; i++) {
+		if (g->csources[i] != NULL)
+			wl_csource_stop(g->csources[i]);
+		else
+			wl_source_stop(g->sources[i]);
+	}
+}
+
+static void
+check_connectors(engine *g)
+{
+	for (size_t i = 0; i < g->t->nsources; i++) {
+		if (g->csources[i] != NULL && !g->fatal &&
+		    wl_csource_failed(g->csources[i])) {
+			wl_log("ENGINE-FATAL", "the connector of source '%s' "
+			    "cannot come up; stopping", g->t->sources[i].name);
+			g->fatal = true;
+			g->exit_code = WL_EXIT_FAILURE;
+		}
+	}
 }
 
 static void
 advance(engine *g)
 {
+	check_connectors(g);
 	if (g->fatal && g->state < ENG_STOPPING) {
 		stop_sources(g);
 		wl_flow_stop_runners(g->flow, 2.0);
@@ -112,7 +164,7 @@ advance(engine *g)
 		}
 		break;
 	case ENG_DRAINING:
-		if (wl_flow_drained(g->flow)) {
+		if (wl_flow_drained(g->flow) && connectors_ended(g)) {
 			g->finished = mono();
 			wl_log("ENGINE-DRAINED", "everything accepted has been "
 			    "processed; stopping runners");
@@ -139,10 +191,14 @@ prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	(void)loop;
 	(void)revents;
 	wl_flow_flush(g->flow);
+	for (size_t i = 0; i < g->t->nsources; i++)
+		if (g->csources[i] != NULL)
+			wl_csource_flush(g->csources[i]);
 	if (g->state == ENG_RUNNING || g->state == ENG_DRAINING) {
 		if (!wl_flow_pressure(g->flow))
 			for (size_t i = 0; i < g->t->nsources; i++)
-				wl_source_resume(g->sources[i]);
+				if (g->sources[i] != NULL)
+					wl_source_resume(g->sources[i]);
 	}
 	advance(g);
 }
@@ -154,6 +210,9 @@ cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)revents;
 	wl_flow_tick(g->flow, ev_now(loop));
+	for (size_t i = 0; i < g->t->nsources; i++)
+		if (g->csources[i] != NULL)
+			wl_csource_tick(g->csources[i], ev_now(loop));
 }
 
 static void
@@ -265,7 +324,8 @@ summary(engine *g)
 	if (g->started == 0)
 		el = 0;
 	for (size_t i = 0; i < g->t->nsources; i++)
-		in += wl_source_events(g->sources[i]);
+		in += g->csources[i] ? wl_csource_events(g->csources[i]) :
+		    wl_source_events(g->sources[i]);
 	printf("SUMMARY application=%s elapsed_s=%.3f events_in=%llu "
 	    "events_per_s=%.0f outputs=%llu errors=%llu restarts=%u\n",
 	    g->t->application, el, (unsigned long long)in,
@@ -276,7 +336,18 @@ summary(engine *g)
 	/* Runners are reaped by now, so RUSAGE_CHILDREN counts them all. */
 	printf("SUMMARY cpu engine_s=%.3f runners_s=%.3f\n",
 	    cpu_seconds(RUSAGE_SELF), cpu_seconds(RUSAGE_CHILDREN));
-	for (size_t i = 0; i < g->t->nsources; i++)
+	for (size_t i = 0; i < g->t->nsources; i++) {
+		const wl_csource *c = g->csources[i];
+		if (c != NULL) {
+			printf("SUMMARY source=%s events=%llu bytes=%llu "
+			    "errors=%llu duplicates=%llu\n",
+			    g->t->sources[i].name,
+			    (unsigned long long)wl_csource_events(c),
+			    (unsigned long long)wl_csource_bytes(c),
+			    (unsigned long long)wl_csource_errors(c),
+			    (unsigned long long)wl_csource_duplicates(c));
+			continue;
+		}
 		printf("SUMMARY source=%s events=%llu bytes=%llu errors=%llu "
 		    "pauses=%llu\n",
 		    wl_source_name(g->sources[i]),
@@ -284,6 +355,7 @@ summary(engine *g)
 		    (unsigned long long)wl_source_bytes(g->sources[i]),
 		    (unsigned long long)wl_source_errors(g->sources[i]),
 		    (unsigned long long)wl_source_pauses(g->sources[i]));
+	}
 	wl_flow_summary(g->flow, stdout);
 	fflush(stdout);
 }
@@ -312,6 +384,28 @@ wl_engine_run(const wl_topology *t, const wl_engine_opts *o)
 
 	memset(&g, 0, sizeof(g));
 	g.t = t;
+	/* An accepted connector must present the token the operator put in
+	 * the engine's environment: check them all before anything starts. */
+	for (int pass = 0; pass < 2; pass++) {
+		const wl_io *ios = pass == 0 ? t->sources : t->sinks;
+		size_t n = pass == 0 ? t->nsources : t->nsinks;
+		for (size_t i = 0; i < n; i++) {
+			const char *v;
+			if (ios[i].token_env == NULL)
+				continue;
+			v = getenv(ios[i].token_env);
+			if (v == NULL || v[0] == '\0' || strlen(v) > WL_TOKEN_MAX) {
+				wl_log("ENGINE-FATAL", "%s '%s': the environment "
+				    "variable %s (token_env) must hold the token "
+				    "its connector presents, 1 to %d characters; "
+				    "it is %s", pass == 0 ? "source" : "sink",
+				    ios[i].name, ios[i].token_env, WL_TOKEN_MAX,
+				    v == NULL ? "not set" : v[0] == '\0' ?
+				    "empty" : "too long");
+				return WL_EXIT_CONFIG;
+			}
+		}
+	}
 	g.exit_code = WL_EXIT_OK;
 	g.loop = ev_default_loop(EVFLAG_AUTO);
 	if (g.loop == NULL) {
@@ -343,7 +437,31 @@ wl_engine_run(const wl_topology *t, const wl_engine_opts *o)
 		return WL_EXIT_FAILURE;
 	}
 	g.sources = calloc(t->nsources ? t->nsources : 1, sizeof(*g.sources));
-	for (size_t i = 0; g.sources && i < t->nsources; i++) {
+	g.csources = calloc(t->nsources ? t->nsources : 1, sizeof(*g.csources));
+	if (g.sources == NULL || g.csources == NULL) {
+		wl_log("ENGINE-FATAL", "out of memory");
+		return WL_EXIT_FAILURE;
+	}
+	for (size_t i = 0; i < t->nsources; i++) {
+		if (t->sources[i].type == WL_IO_CONNECTOR) {
+			wl_csource_config cc = {
+				.def = &t->sources[i],
+				.index = (int)i,
+				.t = t,
+				.sockdir = g.sockdir,
+				.worker = o->name,
+				.incarnation = incarnation,
+				.token = t->sources[i].token_env ?
+				    getenv(t->sources[i].token_env) : NULL,
+				.credits = t->limits.source_credits,
+			};
+			if (wl_csource_new(&g.csources[i], g.loop, &cc, &shooks,
+			    &g) != WL_OK) {
+				wl_log("ENGINE-FATAL", "out of memory");
+				return WL_EXIT_FAILURE;
+			}
+			continue;
+		}
 		if (wl_source_new(&g.sources[i], g.loop, &t->sources[i], (int)i,
 		    &shooks, &g) != WL_OK) {
 			wl_log("ENGINE-FATAL", "out of memory");
@@ -370,9 +488,12 @@ wl_engine_run(const wl_topology *t, const wl_engine_opts *o)
 	rc = g.exit_code;
 	/* The dataflow first: its events may hold origins of the sources. */
 	wl_flow_free(g.flow);
-	for (size_t i = 0; g.sources && i < t->nsources; i++)
+	for (size_t i = 0; i < t->nsources; i++) {
 		wl_source_free(g.sources[i]);
+		wl_csource_free(g.csources[i]);
+	}
 	free(g.sources);
+	free(g.csources);
 	/* Runner sockets close on their own threads (see wl_link_close);
 	 * let them finish before their addresses go. */
 	int stuck = wl_link_quiesce(2.0);

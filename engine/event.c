@@ -108,6 +108,20 @@ wl_queue_append(wl_queue *to, wl_queue *from)
 }
 
 void
+wl_queue_prepend(wl_queue *to, wl_queue *from)
+{
+	if (from->head == NULL)
+		return;
+	from->tail->next = to->head;
+	if (to->head == NULL)
+		to->tail = from->tail;
+	to->head = from->head;
+	to->count += from->count;
+	to->bytes += from->bytes;
+	memset(from, 0, sizeof(*from));
+}
+
+void
 wl_queue_clear(wl_queue *q)
 {
 	wl_event *e;

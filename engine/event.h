@@ -74,6 +74,9 @@ wl_event *wl_queue_pop(wl_queue *q);
 /* Moves every event of `from` to the tail of `to`. */
 void wl_queue_append(wl_queue *to, wl_queue *from);
 
+/* Moves every event of `from` to the head of `to`, in their order. */
+void wl_queue_prepend(wl_queue *to, wl_queue *from);
+
 /* Frees every event. */
 void wl_queue_clear(wl_queue *q);
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "csink.h"
 #include "frame.h"
 #include "hash.h"
 #include "link.h"
@@ -82,9 +83,11 @@ struct wl_flow {
 	Wallaroo__V1__StepSpec ***prog_specs;
 	size_t *prog_nspecs;
 	size_t *prog_first_slot;
-	wl_sink **sinks;
+	wl_sink **sinks;         /* built-in sinks; NULL for connectors */
+	wl_csink **csinks;       /* connector sinks; NULL for built-in */
 	uint64_t next_batch_id;
 	bool ready_reported;
+	bool csink_fatal;
 	uint64_t errors;
 	/* Scratch arrays for encoding batches, grown as needed. */
 	Wallaroo__V1__Event *sev;
@@ -135,7 +138,10 @@ deliver(wl_flow *f, node_ref to, wl_event *e)
 	step_rt *st;
 
 	if (to.type == WL_NODE_SINK) {
-		wl_sink_write(f->sinks[to.index], e);
+		if (f->csinks[to.index] != NULL)
+			wl_csink_write(f->csinks[to.index], e);
+		else
+			wl_sink_write(f->sinks[to.index], e);
 		return;
 	}
 	st = &f->steps[to.index];
@@ -432,8 +438,12 @@ wl_flow_flush(wl_flow *f)
 {
 	for (size_t i = 0; i < f->nslots; i++)
 		flush_slot(f, &f->slots[i]);
-	for (size_t i = 0; i < f->t->nsinks; i++)
-		wl_sink_flush(f->sinks[i]);
+	for (size_t i = 0; i < f->t->nsinks; i++) {
+		if (f->csinks[i] != NULL)
+			wl_csink_flush(f->csinks[i], ev_now(f->loop));
+		else
+			wl_sink_flush(f->sinks[i]);
+	}
 }
 
 static void
@@ -640,7 +650,8 @@ hook_reply(void *arg, wl_runner *r, const Wallaroo__V1__BatchReply *rep)
 }
 
 static const wl_runner_hooks runner_hooks = {
-	hook_ready, hook_reply, hook_failed, hook_down, hook_fatal,
+	.ready = hook_ready, .reply = hook_reply, .failed = hook_failed,
+	.down = hook_down, .fatal = hook_fatal,
 };
 
 static Wallaroo__V1__StepKind
@@ -686,16 +697,23 @@ wl_flow_new(wl_flow **out, struct ev_loop *loop, const wl_topology *t,
 	f->src_out = calloc(t->nsources ? t->nsources : 1, sizeof(*f->src_out));
 	f->src_nout = calloc(t->nsources ? t->nsources : 1, sizeof(*f->src_nout));
 	f->sinks = calloc(t->nsinks ? t->nsinks : 1, sizeof(*f->sinks));
+	f->csinks = calloc(t->nsinks ? t->nsinks : 1, sizeof(*f->csinks));
 	f->prog_specs = calloc(np ? np : 1, sizeof(*f->prog_specs));
 	f->prog_nspecs = calloc(np ? np : 1, sizeof(*f->prog_nspecs));
 	f->prog_first_slot = calloc(np ? np : 1, sizeof(*f->prog_first_slot));
-	if (!f->steps || !f->src_out || !f->src_nout || !f->sinks ||
+	if (!f->steps || !f->src_out || !f->src_nout || !f->sinks || !f->csinks ||
 	    !f->prog_specs || !f->prog_nspecs || !f->prog_first_slot)
 		goto nomem;
 
+	/* Runner slots for the programs that serve steps; the others are
+	 * connectors, supervised by their source or sink. */
 	for (size_t p = 0; p < np; p++) {
+		bool runs_steps = false;
+		for (size_t i = 0; i < t->nsteps; i++)
+			runs_steps |= t->steps[i].program == (int)p;
 		f->prog_first_slot[p] = f->nslots;
-		f->nslots += t->programs[p].instances;
+		if (runs_steps)
+			f->nslots += t->programs[p].instances;
 	}
 	f->slots = calloc(f->nslots ? f->nslots : 1, sizeof(*f->slots));
 	if (f->slots == NULL)
@@ -736,6 +754,8 @@ wl_flow_new(wl_flow **out, struct ev_loop *loop, const wl_topology *t,
 			goto nomem;
 	}
 	for (size_t p = 0; p < np; p++) {
+		if (f->prog_nspecs[p] == 0)
+			continue; /* a connector program */
 		for (uint32_t i = 0; i < t->programs[p].instances; i++) {
 			slot *s = &f->slots[f->prog_first_slot[p] + i];
 			wl_runner_config cfg = {
@@ -765,6 +785,20 @@ wl_flow_new(wl_flow **out, struct ev_loop *loop, const wl_topology *t,
 		}
 	}
 	for (size_t i = 0; i < t->nsinks; i++) {
+		if (t->sinks[i].type == WL_IO_CONNECTOR) {
+			wl_csink_config cc = {
+				.def = &t->sinks[i],
+				.t = t,
+				.sockdir = sockdir,
+				.worker = worker,
+				.incarnation = incarnation,
+				.token = t->sinks[i].token_env ?
+				    getenv(t->sinks[i].token_env) : NULL,
+			};
+			if (wl_csink_new(&f->csinks[i], loop, &cc) != WL_OK)
+				goto nomem;
+			continue;
+		}
 		if (wl_sink_open(&f->sinks[i], loop, &t->sinks[i]) != WL_OK) {
 			wl_flow_free(f);
 			return WL_ERR_IO;
@@ -793,6 +827,18 @@ wl_flow_tick(wl_flow *f, ev_tstamp now)
 {
 	for (size_t i = 0; i < f->nslots; i++)
 		wl_runner_tick(f->slots[i].runner, now);
+	for (size_t i = 0; i < f->t->nsinks; i++) {
+		if (f->csinks[i] == NULL)
+			continue;
+		wl_csink_tick(f->csinks[i], now);
+		if (wl_csink_failed(f->csinks[i]) && !f->csink_fatal) {
+			char why[160];
+			f->csink_fatal = true;
+			snprintf(why, sizeof(why), "the connector of sink '%s' "
+			    "cannot come up", f->t->sinks[i].name);
+			f->hooks.fatal(f->arg, why);
+		}
+	}
 }
 
 bool
@@ -807,7 +853,9 @@ wl_flow_pressure(const wl_flow *f)
 				return true;
 	}
 	for (size_t i = 0; i < f->t->nsinks; i++)
-		if (wl_sink_backlog(f->sinks[i]) > max)
+		if ((f->csinks[i] != NULL ?
+		    wl_csink_pending_bytes(f->csinks[i]) :
+		    wl_sink_backlog(f->sinks[i])) > max)
 			return true;
 	return false;
 }
@@ -825,6 +873,9 @@ wl_flow_pending_events(const wl_flow *f)
 	for (size_t i = 0; i < f->nslots; i++)
 		for (const batch *b = f->slots[i].head; b; b = b->next)
 			n += b->events.count;
+	for (size_t i = 0; i < f->t->nsinks; i++)
+		if (f->csinks[i] != NULL)
+			n += wl_csink_pending(f->csinks[i]);
 	return n;
 }
 
@@ -834,7 +885,8 @@ wl_flow_unwritten_bytes(const wl_flow *f)
 	uint64_t n = 0;
 
 	for (size_t i = 0; i < f->t->nsinks; i++)
-		n += wl_sink_backlog(f->sinks[i]);
+		n += f->csinks[i] != NULL ? wl_csink_pending_bytes(f->csinks[i]) :
+		    wl_sink_backlog(f->sinks[i]);
 	return n;
 }
 
@@ -851,7 +903,8 @@ wl_flow_drained(const wl_flow *f)
 		if (f->slots[i].ninflight > 0)
 			return false;
 	for (size_t i = 0; i < f->t->nsinks; i++)
-		if (wl_sink_backlog(f->sinks[i]) > 0)
+		if ((f->csinks[i] != NULL ? wl_csink_pending(f->csinks[i]) :
+		    wl_sink_backlog(f->sinks[i])) > 0)
 			return false;
 	return true;
 }
@@ -861,6 +914,9 @@ wl_flow_stop_runners(wl_flow *f, ev_tstamp grace)
 {
 	for (size_t i = 0; i < f->nslots; i++)
 		wl_runner_stop(f->slots[i].runner, grace);
+	for (size_t i = 0; i < f->t->nsinks; i++)
+		if (f->csinks[i] != NULL)
+			wl_csink_stop(f->csinks[i], grace);
 }
 
 bool
@@ -868,6 +924,9 @@ wl_flow_runners_stopped(const wl_flow *f)
 {
 	for (size_t i = 0; i < f->nslots; i++)
 		if (!wl_runner_is_stopped(f->slots[i].runner))
+			return false;
+	for (size_t i = 0; i < f->t->nsinks; i++)
+		if (f->csinks[i] != NULL && !wl_csink_stopped(f->csinks[i]))
 			return false;
 	return true;
 }
@@ -882,11 +941,21 @@ wl_flow_summary(const wl_flow *f, FILE *out)
 		    (unsigned long long)st->outputs,
 		    (unsigned long long)st->errors);
 	}
-	for (size_t i = 0; i < f->t->nsinks; i++)
-		fprintf(out, "SUMMARY sink=%s events=%llu bytes=%llu\n",
-		    wl_sink_name(f->sinks[i]),
-		    (unsigned long long)wl_sink_events(f->sinks[i]),
-		    (unsigned long long)wl_sink_bytes(f->sinks[i]));
+	for (size_t i = 0; i < f->t->nsinks; i++) {
+		const wl_csink *c = f->csinks[i];
+		if (c != NULL)
+			fprintf(out, "SUMMARY sink=%s events=%llu bytes=%llu "
+			    "resent=%llu restarts=%u\n", wl_csink_name(c),
+			    (unsigned long long)wl_csink_events(c),
+			    (unsigned long long)wl_csink_bytes(c),
+			    (unsigned long long)wl_csink_resent(c),
+			    wl_csink_restarts(c));
+		else
+			fprintf(out, "SUMMARY sink=%s events=%llu bytes=%llu\n",
+			    wl_sink_name(f->sinks[i]),
+			    (unsigned long long)wl_sink_events(f->sinks[i]),
+			    (unsigned long long)wl_sink_bytes(f->sinks[i]));
+	}
 	for (size_t i = 0; i < f->nslots; i++)
 		fprintf(out, "SUMMARY runner=%s restarts=%u\n",
 		    wl_runner_name(f->slots[i].runner),
@@ -901,7 +970,8 @@ wl_flow_outputs(const wl_flow *f)
 	uint64_t n = 0;
 
 	for (size_t i = 0; i < f->t->nsinks; i++)
-		n += wl_sink_events(f->sinks[i]);
+		n += f->csinks[i] != NULL ? wl_csink_events(f->csinks[i]) :
+		    wl_sink_events(f->sinks[i]);
 	return n;
 }
 
@@ -918,6 +988,9 @@ wl_flow_restarts(const wl_flow *f)
 
 	for (size_t i = 0; i < f->nslots; i++)
 		n += wl_runner_restarts(f->slots[i].runner);
+	for (size_t i = 0; i < f->t->nsinks; i++)
+		if (f->csinks[i] != NULL)
+			n += wl_csink_restarts(f->csinks[i]);
 	return n;
 }
 
@@ -942,6 +1015,9 @@ wl_flow_free(wl_flow *f)
 	}
 	for (size_t i = 0; f->sinks && i < f->t->nsinks; i++)
 		wl_sink_close(f->sinks[i]);
+	for (size_t i = 0; f->csinks && i < f->t->nsinks; i++)
+		wl_csink_free(f->csinks[i]);
+	free(f->csinks);
 	for (size_t i = 0; f->src_out && i < f->t->nsources; i++)
 		free(f->src_out[i]);
 	for (size_t p = 0; f->prog_specs && p < f->t->nprograms; p++)

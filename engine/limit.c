@@ -20,6 +20,7 @@ static const wl_limit_spec limit_specs[] = {
 	LIMIT(batch_deadline_ms, 1, UINT32_MAX, 30000),
 	LIMIT(restart_backoff_ms, 1, UINT32_MAX, 100),
 	LIMIT(restart_backoff_max_ms, 1, UINT32_MAX, 5000),
+	LIMIT(source_credits, 1, UINT32_MAX, 4096),
 };
 
 #define NLIMITS (sizeof(limit_specs) / sizeof(limit_specs[0]))

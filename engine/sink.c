@@ -42,7 +42,47 @@ struct wl_sink {
 	size_t len, cap;
 	uint64_t events;
 	uint64_t bytes;
+	/* Outputs count as done (their source message may be acknowledged)
+	 * only once their bytes have left the buffer: a reference to each
+	 * origin is held until then, with the total byte count it needs. */
+	uint64_t appended, written;  /* bytes ever put in / taken out of buf */
+	struct held { wl_origin *o; uint64_t end; } *held;
+	size_t hhead, hcount, hcap;
 };
+
+/* Releases the origins whose bytes are all written. */
+static void
+release_written(wl_sink *s)
+{
+	while (s->hcount > 0 && s->held[s->hhead].end <= s->written) {
+		wl_origin_unref(s->held[s->hhead].o);
+		s->hhead = (s->hhead + 1) % s->hcap;
+		s->hcount--;
+	}
+}
+
+/* Holds `o` until `end` bytes have been written; false when out of
+ * memory (the caller then lets go at once: at worst an early ack). */
+static bool
+hold(wl_sink *s, wl_origin *o, uint64_t end)
+{
+	if (s->hcount == s->hcap) {
+		size_t ncap = s->hcap ? s->hcap * 2 : 256;
+		struct held *nh = malloc(ncap * sizeof(*nh));
+		if (nh == NULL)
+			return false;
+		for (size_t i = 0; i < s->hcount; i++)
+			nh[i] = s->held[(s->hhead + i) % s->hcap];
+		free(s->held);
+		s->held = nh;
+		s->hcap = ncap;
+		s->hhead = 0;
+	}
+	wl_origin_ref(o);
+	s->held[(s->hhead + s->hcount) % s->hcap] = (struct held){ o, end };
+	s->hcount++;
+	return true;
+}
 
 static int
 mkdirs(const char *path)
@@ -96,7 +136,9 @@ tcp_write(wl_sink *s)
 		}
 		memmove(s->buf, s->buf + n, s->len - (size_t)n);
 		s->len -= (size_t)n;
+		s->written += (uint64_t)n;
 	}
+	release_written(s);
 	if (s->len > 0)
 		ev_io_start(s->loop, &s->wio);
 	else
@@ -225,6 +267,8 @@ file_write(wl_sink *s)
 	}
 	memmove(s->buf, s->buf + off, s->len - off);
 	s->len -= off;
+	s->written += off;
+	release_written(s);
 }
 
 void
@@ -260,6 +304,9 @@ wl_sink_write(wl_sink *s, wl_event *e)
 	}
 	s->events++;
 	s->bytes += e->plen;
+	s->appended += s->def->framing == WL_FRAMING_LENGTH ? need : e->plen + 1u;
+	if (e->origin != NULL)
+		(void)hold(s, e->origin, s->appended);
 	wl_event_free(e);
 	if (s->len >= FLUSH_AT)
 		wl_sink_flush(s);
@@ -313,6 +360,14 @@ wl_sink_close(wl_sink *s)
 	ev_timer_stop(s->loop, &s->retry);
 	if (s->fd >= 0)
 		close(s->fd);
+	/* What is still held was never written: its messages stay unacked. */
+	s->written = s->appended = 0;
+	while (s->hcount > 0) {
+		wl_origin_unref(s->held[s->hhead].o);
+		s->hhead = (s->hhead + 1) % s->hcap;
+		s->hcount--;
+	}
+	free(s->held);
 	free(s->buf);
 	free(s);
 }
