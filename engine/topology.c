@@ -55,7 +55,7 @@ typedef struct {
 	const wl_yamlnode *name;    /* the key node: positions, and the name */
 	const wl_yamlnode *inputs;  /* steps and sinks: inputs, if valid */
 	const wl_yamlnode *after;   /* sources: the `after` value, if valid */
-	const wl_yamlnode *program; /* steps: the `program` value, if valid */
+	const wl_yamlnode *program; /* steps, connectors: the `program` value */
 	const wl_yamlnode *state;   /* steps: the `state` value, if valid */
 	ref *in;                    /* resolved inputs */
 	size_t nin;
@@ -99,8 +99,8 @@ typedef struct {
 	size_t norder;
 } ctx;
 
-static const char *const type_names[] = { "file", "tcp", NULL };
-static const int type_values[] = { WL_IO_FILE, WL_IO_TCP };
+static const char *const type_names[] = { "file", "tcp", "connector", NULL };
+static const int type_values[] = { WL_IO_FILE, WL_IO_TCP, WL_IO_CONNECTOR };
 static const char *const framing_names[] = { "length", "line", NULL };
 static const int framing_values[] = { WL_FRAMING_LENGTH, WL_FRAMING_LINE };
 static const char *const kind_names[] = { "stateless", "key_by", "state",
@@ -760,14 +760,84 @@ parse_inputs(ctx *c, const wl_yamlnode *val, const wl_yamlnode *key,
 	}
 }
 
+/*
+ * A connector is a program (spawned: `program`) or a process someone else
+ * starts (accepted: `listen` URL plus `token_env`). The framing and file
+ * keys make no sense for it: its events come in protocol frames.
+ */
+static void
+parse_connector(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val,
+    bool source, wl_io *io, aux *a, const char *owner)
+{
+	static const char *const not_for[] = { "path", "connect", "framing",
+		"max_frame_bytes", "after", NULL };
+	const wl_yamlnode *prog, *listen, *tok, *kn;
+	const char        *s;
+	char               label[200];
+
+	for (size_t i = 0; not_for[i] != NULL; i++) {
+		if (wl_yamltree_find(val, not_for[i], &kn) != NULL) {
+			report(c, kn, "%s is a connector: '%s' does not apply "
+			    "(the connector reads its own input)", owner,
+			    not_for[i]);
+		}
+	}
+	prog   = wl_yamltree_find(val, "program", NULL);
+	listen = wl_yamltree_find(val, "listen", NULL);
+	tok    = wl_yamltree_find(val, "token_env", NULL);
+	if (prog != NULL && (listen != NULL || tok != NULL)) {
+		report(c, key, "%s has both 'program' (the engine starts it) "
+		    "and 'listen'/'token_env' (it connects by itself): choose "
+		    "one", owner);
+	} else if (prog == NULL && listen == NULL) {
+		report(c, key, "%s needs 'program' (a program the engine "
+		    "starts) or 'listen' and 'token_env' (an address where "
+		    "the connector dials in)", owner);
+	}
+	if (prog != NULL) {
+		snprintf(label, sizeof(label), "%s program", owner);
+		if (get_str(c, prog, label, &s)) {
+			a->program = prog;
+		}
+	}
+	if (listen != NULL) {
+		snprintf(label, sizeof(label), "%s listen", owner);
+		if (get_nonempty(c, listen, label, &s)) {
+			if (strncmp(s, "tcp://", 6) != 0 &&
+			    strncmp(s, "ipc://", 6) != 0) {
+				report(c, listen, "%s listen '%s' is not an nng "
+				    "address (tcp://HOST:PORT or ipc:///PATH)",
+				    owner, s);
+			} else {
+				io->url = dupstr(c, s);
+			}
+		}
+		if (tok == NULL) {
+			report(c, key, "%s listens on an address but has no "
+			    "'token_env': the variable holding the token a "
+			    "connector must present", owner);
+		}
+	}
+	if (tok != NULL) {
+		snprintf(label, sizeof(label), "%s token_env", owner);
+		if (get_name(c, tok, label, &s)) {
+			io->token_env = dupstr(c, s);
+		}
+	}
+	if (!source) {
+		parse_inputs(c, val, key, owner, a);
+	}
+}
+
 static void
 parse_io(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val, bool source,
     wl_io *io, aux *a)
 {
 	static const char *const src_keys[] = { "type", "path", "listen",
-		"framing", "max_frame_bytes", "after", NULL };
+		"framing", "max_frame_bytes", "after", "program", "token_env",
+		NULL };
 	static const char *const sink_keys[] = { "type", "path", "connect",
-		"framing", "inputs", NULL };
+		"framing", "inputs", "program", "listen", "token_env", NULL };
 	const char        *what  = source ? "source" : "sink";
 	const char        *akey  = source ? "listen" : "connect";
 	const wl_yamlnode *v;
@@ -782,6 +852,7 @@ parse_io(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val, bool source,
 	io->name    = dupstr(c, key->str);
 	io->framing = WL_FRAMING_LENGTH;
 	io->after   = -1;
+	io->program = -1;
 	a->name     = key;
 	snprintf(label, sizeof(label), "%s name", what);
 	(void) get_name(c, key, label, &s);
@@ -799,6 +870,17 @@ parse_io(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val, bool source,
 		if (get_enum(c, v, label, type_names, type_values, &e)) {
 			io->type = (wl_io_type) e;
 		}
+	}
+
+	if (io->type == WL_IO_CONNECTOR) {
+		parse_connector(c, key, val, source, io, a, owner);
+		return;
+	}
+	if ((v = wl_yamltree_find(val, "program", &kn)) != NULL ||
+	    (v = wl_yamltree_find(val, "token_env", &kn)) != NULL ||
+	    (!source && (v = wl_yamltree_find(val, "listen", &kn)) != NULL)) {
+		report(c, kn, "%s has '%s', which only connector %ss take",
+		    owner, kn->str, what);
 	}
 
 	if ((v = wl_yamltree_find(val, "path", &kn)) != NULL) {
@@ -1291,6 +1373,64 @@ resolve(ctx *c)
 		}
 	}
 
+	/* Connector programs; a program is either a runner or a connector,
+	 * since it serves one role per process. */
+	for (int pass = 0; pass < 2; pass++) {
+		wl_io  *ios = pass == 0 ? t->sources : t->sinks;
+		aux    *auxs = pass == 0 ? c->srcaux : c->sinkaux;
+		size_t  n = pass == 0 ? t->nsources : t->nsinks;
+		const char *what = pass == 0 ? "source" : "sink";
+
+		for (size_t i = 0; i < n; i++) {
+			aux         *a = &auxs[i];
+			const entry *e;
+
+			if (a->program == NULL) {
+				continue;
+			}
+			if ((e = index_find(&c->programs, a->program)) == NULL) {
+				if (!c->badprograms) {
+					report(c, a->program, "%s '%s' program "
+					    "'%s' is not defined under programs",
+					    what, a->name->str, a->program->str);
+				}
+				continue;
+			}
+			ios[i].program = e->r.idx;
+			for (size_t j = 0; j < t->nsteps; j++) {
+				if (t->steps[j].program == e->r.idx) {
+					report(c, a->program, "%s '%s' program "
+					    "'%s' also runs step '%s': a program "
+					    "is a runner or a connector, not both",
+					    what, a->name->str, a->program->str,
+					    t->steps[j].name);
+					break;
+				}
+			}
+			for (size_t j = 0; j < i; j++) {
+				if (ios[j].program == e->r.idx) {
+					report(c, a->program, "%s '%s' program "
+					    "'%s' already serves %s '%s'", what,
+					    a->name->str, a->program->str, what,
+					    ios[j].name);
+					break;
+				}
+			}
+			if (pass == 1) {
+				for (size_t j = 0; j < t->nsources; j++) {
+					if (t->sources[j].program == e->r.idx) {
+						report(c, a->program, "sink '%s' "
+						    "program '%s' already serves "
+						    "source '%s'", a->name->str,
+						    a->program->str,
+						    t->sources[j].name);
+						break;
+					}
+				}
+			}
+		}
+	}
+
 	/* A state belongs to one step: its keys live in one place. */
 	if (index_init(c, &states, t->nsteps)) {
 		for (size_t i = 0; i < t->nsteps; i++) {
@@ -1778,6 +1918,8 @@ io_fini(wl_io *io)
 	free(io->name);
 	free(io->path);
 	free(io->host);
+	free(io->url);
+	free(io->token_env);
 }
 
 void

@@ -32,6 +32,7 @@ typedef enum {
 typedef enum {
 	WL_IO_FILE = 1,
 	WL_IO_TCP = 2,
+	WL_IO_CONNECTOR = 3, /* a program speaking protocol section 6 */
 } wl_io_type;
 
 typedef enum {
@@ -59,6 +60,10 @@ typedef struct {
 	uint32_t max_frame_bytes; /* tcp/file length framing: larger = error */
 	int after;        /* file sources: index into sources of the source
 	                     that must end before this one starts; else -1 */
+	int program;      /* connectors: index into programs the engine spawns,
+	                     or -1 when it accepts one on `url` */
+	char *url;        /* connectors without a program: nng URL to listen on */
+	char *token_env;  /* ... and the variable holding the expected token */
 } wl_io;
 
 typedef struct {
@@ -90,6 +95,8 @@ typedef struct {
 	uint32_t batch_deadline_ms;    /* default 30000 */
 	uint32_t restart_backoff_ms;   /* first restart delay, default 100 */
 	uint32_t restart_backoff_max_ms; /* default 5000 */
+	uint32_t source_credits;       /* events a source connection may have
+	                                  in the engine, default 4096 */
 } wl_limits;
 
 typedef struct {

@@ -83,6 +83,25 @@ put_io(const wl_topology *t, FILE *f, const wl_io *io, bool source, int idx)
 	fputs("  ", f);
 	put_str(f, io->name);
 	fputs(":\n", f);
+	if (io->type == WL_IO_CONNECTOR) {
+		fputs("    type: connector\n", f);
+		if (io->program >= 0) {
+			fputs("    program: ", f);
+			put_str(f, t->programs[io->program].name);
+			fputc('\n', f);
+		} else {
+			fputs("    listen: ", f);
+			put_str(f, io->url);
+			fputs("\n    token_env: ", f);
+			put_str(f, io->token_env);
+			fputc('\n', f);
+		}
+		if (source)
+			put_links(t, f, "consumers", WL_NODE_SOURCE, idx, false);
+		else
+			put_links(t, f, "inputs", WL_NODE_SINK, idx, true);
+		return;
+	}
 	fprintf(f, "    type: %s\n", io->type == WL_IO_TCP ? "tcp" : "file");
 	if (io->type == WL_IO_TCP) {
 		fprintf(f, "    %s: ", source ? "listen" : "connect");

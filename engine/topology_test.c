@@ -272,6 +272,17 @@ plan_problem(const wl_topology *t)
 	}
 	for (size_t i = 0; i < t->nsources; i++) {
 		const wl_io *s = &t->sources[i];
+		if (s->type == WL_IO_CONNECTOR) {
+			if ((s->program >= 0) == (s->url != NULL) ||
+			    (s->url != NULL) != (s->token_env != NULL) ||
+			    s->program >= (int) t->nprograms ||
+			    s->path != NULL || s->host != NULL) {
+				snprintf(why, sizeof(why), "connector source "
+				    "'%s' is inconsistent", s->name);
+				return (why);
+			}
+			continue;
+		}
 		if ((s->type == WL_IO_FILE) != (s->path != NULL) ||
 		    (s->type == WL_IO_TCP) != (s->host != NULL) ||
 		    s->max_frame_bytes == 0 ||
@@ -798,7 +809,7 @@ static const inline_case inline_cases[] = {
 	    "  in: {type: file}\n",
 	    0,
 	    "inline.yaml:1:1: missing required key 'application'\n"
-	    "inline.yaml:2:15: sink 'out' type 'pipe' is not one of: file, tcp\n"
+	    "inline.yaml:2:15: sink 'out' type 'pipe' is not one of: file, tcp, connector\n"
 	    "inline.yaml:2:39: sink 'out' input 'nope' is not a source or step\n"
 	    "inline.yaml:3:13: partitions must be between 1 and 65536, not 0\n"
 	    "inline.yaml:5:3: source 'in' is missing required key 'path'\n",
