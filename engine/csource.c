@@ -44,7 +44,9 @@ struct conn {
 	wl_runner *slot;
 	uint32_t instance;
 	bool up;                 /* handshake done, not yet down */
-	bool finished;           /* said Goodbye and exited 0 */
+	bool finished;           /* said Goodbye and exited 0, every stream
+	                            it opened having ended */
+	bool streams_left;       /* streams were still open when it went */
 	bool goodbye_sent;
 	uint64_t credits;        /* credits the connector has left */
 	cstream **open;          /* streams open on this connection */
@@ -335,6 +337,7 @@ hook_down(void *arg, wl_runner *r)
 	(void)r;
 	c->up = false;
 	c->credits = 0;
+	c->streams_left = c->nopen > 0;
 	/* The streams stay known with their positions; the next
 	 * connection may open them again. */
 	while (c->nopen > 0)
@@ -372,17 +375,26 @@ hook_fatal(void *arg, wl_runner *r)
 	c->src->failed = true;
 }
 
-static void
+static bool
 hook_ended(void *arg, wl_runner *r)
 {
 	conn *c = arg;
 
 	(void)r;
+	if (c->streams_left) {
+		/* Stopped, not finished (an operator's SIGTERM, say): what
+		 * it has not sent is still upstream. Start it again. */
+		wl_log("CONN-STOPPED", "source %s/%u said goodbye with streams "
+		    "still open; it is started again", c->src->cfg.def->name,
+		    c->instance);
+		return false;
+	}
 	c->finished = true;
 	wl_log("CONN-ENDED", "source %s/%u finished", c->src->cfg.def->name,
 	    c->instance);
 	if (wl_csource_ended(c->src))
 		c->src->hooks.ended(c->src->arg, c->src->cfg.index);
+	return true;
 }
 
 static const wl_runner_hooks conn_hooks = {

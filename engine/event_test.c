@@ -39,5 +39,28 @@ main(void)
 	wl_queue_push(&q, wl_event_new("x", 1, "y", 1));
 	wl_queue_clear(&q);
 	TAP_OK(q.count == 0 && q.head == NULL && q.tail == NULL, "clear");
+
+	/* prepend: what comes back from a lost connection goes first. */
+	a = wl_event_new(NULL, 0, "1", 1);
+	b = wl_event_new(NULL, 0, "2", 1);
+	c = wl_event_new(NULL, 0, "3", 1);
+	wl_queue_push(&q, c);
+	wl_queue_push(&r, a);
+	wl_queue_push(&r, b);
+	wl_queue_prepend(&q, &r);
+	TAP_OK(q.count == 3 && r.count == 0 && r.head == NULL &&
+	    q.bytes == wl_event_size(a) * 3 && q.tail == c,
+	    "prepend moves everything to the front");
+	TAP_OK(wl_queue_pop(&q) == a && wl_queue_pop(&q) == b &&
+	    wl_queue_pop(&q) == c && q.tail == NULL, "prepend keeps both orders");
+	wl_queue_prepend(&q, &r);
+	TAP_OK(q.count == 0 && q.head == NULL, "prepend of an empty queue");
+	wl_queue_push(&r, a);
+	wl_queue_prepend(&q, &r);
+	TAP_OK(q.head == a && q.tail == a && q.count == 1,
+	    "prepend into an empty queue");
+	wl_queue_clear(&q);
+	wl_event_free(b);
+	wl_event_free(c);
 	return TAP_DONE();
 }

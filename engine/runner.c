@@ -738,10 +738,10 @@ child_cb(struct ev_loop *loop, ev_child *w, int revents)
 	free_caps(r);
 	(void)was_ready;
 	r->hooks.down(r->arg, r);
+	if (finished && !stopping)
+		finished = r->hooks.ended != NULL && r->hooks.ended(r->arg, r);
 	if (stopping || finished) {
 		set_state(r, RS_STOPPED);
-		if (finished && !stopping && r->hooks.ended != NULL)
-			r->hooks.ended(r->arg, r);
 		return;
 	}
 	/* A crash counts against the slot only while it makes no progress:

@@ -59,9 +59,10 @@ typedef struct {
 	 * logs, answers Error and drops the connection. NULL for runners. */
 	wl_err (*frame)(void *arg, wl_runner *r, const wl_frame *f,
 	    Wallaroo__V1__ErrorCode *code, char *why, size_t whylen);
-	/* Connectors: a spawned one said Goodbye and exited with status 0,
-	 * so it has finished; the slot is stopped. May be NULL. */
-	void (*ended)(void *arg, wl_runner *r);
+	/* Connectors: a spawned one said Goodbye and exited with status 0.
+	 * Returning true means it has finished: the slot stops. False (or
+	 * a NULL hook) restarts it like any other exit. */
+	bool (*ended)(void *arg, wl_runner *r);
 } wl_runner_hooks;
 
 /* What a slot serves; the values are the protocol's Role. */

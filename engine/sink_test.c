@@ -152,6 +152,46 @@ test_files(struct ev_loop *loop)
 	    s == NULL, "a path that cannot be created fails with WL_ERR_IO");
 }
 
+/*
+ * An output counts as done (its source message may be acknowledged) only
+ * once its bytes are written: the sink holds its origin until then.
+ */
+static void
+test_origins(struct ev_loop *loop)
+{
+	char path[160];
+	wl_stream_pos *sp;
+	wl_sink *s;
+	wl_io def;
+
+	snprintf(path, sizeof(path), "%s/origins.txt", tmpdir);
+	for (int framing = 0; framing < 2; framing++) {
+		def = file_def("origins", path, framing ? WL_FRAMING_LENGTH :
+		    WL_FRAMING_LINE);
+		if (wl_stream_pos_new(&sp, 0) != WL_OK ||
+		    wl_sink_open(&s, loop, &def) != WL_OK) {
+			TAP_OK(0, "open a sink and a stream");
+			return;
+		}
+		for (uint64_t id = 1; id <= 3; id++) {
+			wl_event *e = ev_of(id == 2 ? "" : "payload");
+			e->origin = wl_stream_pos_track(sp, id);
+			wl_sink_write(s, e);
+		}
+		TAP_OK(wl_stream_pos_done(sp) == 0 && wl_stream_pos_pending(sp) == 3,
+		    "%s framing: buffered outputs are not done (done %llu)",
+		    framing ? "length" : "line",
+		    (unsigned long long)wl_stream_pos_done(sp));
+		wl_sink_flush(s);
+		TAP_OK(wl_stream_pos_done(sp) == 3 && wl_stream_pos_pending(sp) == 0,
+		    "%s framing: written outputs are done (done %llu)",
+		    framing ? "length" : "line",
+		    (unsigned long long)wl_stream_pos_done(sp));
+		wl_sink_close(s);
+		wl_stream_pos_free(sp);
+	}
+}
+
 /* A TCP socket bound to 127.0.0.1 on a free port, not yet listening:
  * connecting to it is refused until listen() is called. */
 static int
@@ -327,6 +367,7 @@ main(void)
 	ev_timer_init(&tick, tick_cb, 0.01, 0.01);
 	ev_timer_start(loop, &tick);
 	test_files(loop);
+	test_origins(loop);
 	test_tcp(loop);
 	wl_sink_close(NULL);
 	TAP_OK(1, "close accepts NULL");

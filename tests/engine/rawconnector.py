@@ -19,7 +19,8 @@ WL_OUT and removes the file; InDoubt lists the files left.
 
 Faults (WL_FAULT), once unless WL_FAULT_MARKER is "always" (a marker file
 under WL_STATE records that the fault happened):
-  source: crash:N (exit 1 after sending N events), overcredit,
+  source: crash:N (exit 1 after sending N events), goodbye:N (say
+          Goodbye and exit 0 after N events, streams still open), overcredit,
           unknown_stream, garbage, zero_id, hang (stop answering)
   sink:   crash_before_reply:N (write batch N, then exit 1 before its
           reply), error:N (answer batch N with Error), crash_after_prepare,
@@ -163,6 +164,7 @@ def run_source():
             opened += 1
     sent_total, batch_id, end_sent = 0, 0, set()
     crash_at = fault_armed("crash")
+    quit_at = fault_armed("goodbye")
     while len(ended) < nstreams:
         # Send while credits last.
         progressed = False
@@ -202,6 +204,12 @@ def run_source():
             progressed = True
             if crash_at and sent_total >= int(crash_at) and fault("crash"):
                 os._exit(1)
+            if quit_at and sent_total >= int(quit_at) and fault("goodbye"):
+                g = pb.Frame()
+                g.goodbye.reason = "stopped by the operator"
+                c.send(g)
+                time.sleep(0.2)
+                sys.exit(0)
         f = c.recv(0.01 if progressed and credits > 0 else 0.5)
         while f is not None:
             body = f.WhichOneof("body")

@@ -77,6 +77,14 @@ def test_a_source_killed_mid_stream_resumes_without_loss_or_duplicates(engine, t
     check_exactly_once(tmp_path / "out.txt", 2, 5000)
 
 
+def test_a_source_that_leaves_with_streams_open_is_started_again(engine, tmp_path):
+    e = engine(source_topology(tmp_path, WL_COUNT=3000, WL_FAULT="goodbye:1000"))
+    assert e.wait() == 0, e.log()
+    e.wait_for(r"CONN-STOPPED source in/0 said goodbye with streams still open; it is started again")
+    e.wait_for(r"CONN-ENDED source in/0 finished")
+    check_exactly_once(tmp_path / "out.txt", 1, 3000)
+
+
 @pytest.mark.parametrize("fault,tag,code", [
     ("overcredit", "CONN-PROTO", r"batch \d+ has \d+ events but only \d+ credits are left"),
     ("unknown_stream", "CONN-PROTO", r"names stream 99, which is not open"),
