@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -420,8 +421,12 @@ def spawn(code: str, engine: Optional[FakeEngine] = None, env=None, args=()) -> 
         else:
             full_env[key] = value
     argv = [sys.executable, code, *args] if code.endswith(".py") else [sys.executable, "-c", code, *args]
+    # A shell that runs the tests in the background ignores SIGINT, and
+    # children inherit that: give the connector the default back, as a
+    # terminal would.
     return subprocess.Popen(
-        argv, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        argv, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
