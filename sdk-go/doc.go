@@ -79,6 +79,31 @@
 // and decoding every reply as the engine would, and keeps the state of each
 // key between calls. The examples of this package use one.
 //
+// # Connectors
+//
+// A connector is a program that is a source or a sink of the topology: it
+// brings events in from another system, or takes outputs out to one.
+// Implement Source (Streams, Open, Poll, Acked, Close) or Sink (Write,
+// Close; TwoPhaseSink adds Prepare, Commit, Abort and InDoubt) and hand it
+// to RunSource or RunSink:
+//
+//	func main() {
+//		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+//		defer stop()
+//		err := wallaroo.RunSource(ctx, &mySource{})
+//		os.Exit(wallaroo.ConnectorExitCode(err))
+//	}
+//
+// The SDK speaks the protocol: it polls the source only within the credits
+// the engine grants, keeps every message sent until the engine
+// acknowledges it (and only then calls Acked, the place to acknowledge
+// upstream), sends again what the engine lacks after a reconnect, and ends
+// the session once every stream has ended. A sink's Write is called for
+// every batch, in order, and the batch is answered once Write returns. A
+// connector the engine spawns reads its environment; one the operator
+// starts is given WithAddress, and dials again whenever it loses the
+// engine. ExampleRunSource and ExampleRunSink are complete connectors.
+//
 // # The session
 //
 // Run reads the WALLAROO_* environment variables the engine sets, dials the

@@ -24,6 +24,10 @@ func engineBinary(t *testing.T) string {
 		path, _ = filepath.Abs(filepath.Join("..", "build", "wallaroo-engine"))
 	}
 	if _, err := os.Stat(path); err != nil {
+		if os.Getenv("WALLAROO_ENGINE") != "" {
+			// Asked for explicitly (scripts/test does): missing is a failure.
+			t.Fatalf("WALLAROO_ENGINE=%s: %v", path, err)
+		}
 		t.Skipf("no wallaroo-engine at %s (run scripts/setup to build it, or set WALLAROO_ENGINE): "+
 			"skipping the tests that run the real engine", path)
 	}

@@ -1,19 +1,24 @@
 package wallaroo
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 )
 
-// Errors returned by Run, wrapped with the details (test with errors.Is).
-// ExitCode maps them to the exit statuses the Python SDK uses.
+// Errors returned by Run, RunSource and RunSink, wrapped with the details
+// (test with errors.Is). ExitCode (runners) and ConnectorExitCode
+// (connectors) map them to the exit statuses the Python SDK uses.
 var (
 	// ErrBadEnvironment: a WALLAROO_* variable is missing or invalid; the
-	// program was not started by wallaroo-engine. Exit status 2.
+	// program was not started by wallaroo-engine. For a connector, also an
+	// empty address or token given to WithAddress. Exit status 2.
 	ErrBadEnvironment = errors.New("wallaroo: bad environment")
-	// ErrRefused: the engine refused the runner's Hello. Exit status 2.
+	// ErrRefused: the engine refused the Hello (a wrong token, for
+	// example); the error carries the engine's code and reason. Exit
+	// status 2 for a runner, 3 for a connector.
 	ErrRefused = errors.New("wallaroo: refused by the engine")
 	// ErrBadVersion: the engine speaks another major protocol version.
 	// Exit status 2.
@@ -24,13 +29,21 @@ var (
 	// ErrUnreachable: the engine could not be reached in time. Exit
 	// status 1.
 	ErrUnreachable = errors.New("wallaroo: engine unreachable")
-	// ErrEngineGone: the connection to the engine was lost and did not
-	// come back within the orphan timeout. The engine replaces runners it
-	// loses, so this is a normal end: exit status 0.
+	// ErrEngineGone: the connection to the engine was lost. A runner
+	// returns it when the connection did not come back within the orphan
+	// timeout; the engine replaces runners it loses, so this is a normal
+	// end: exit status 0. A spawned connector returns it at once: exit
+	// status 1, and the engine starts it again.
 	ErrEngineGone = errors.New("wallaroo: engine gone")
 	// ErrInvalidStep: a step given to Run is invalid (no name, a name
 	// registered twice, a nil function). Exit status 1.
 	ErrInvalidStep = errors.New("wallaroo: invalid step")
+	// ErrInvalidSource: a Source broke its contract: Streams gave no
+	// stream, an empty or a repeated name; or Poll gave more messages than
+	// asked, a stream that Streams did not give, a message after its
+	// stream's end, an id that is 0 or not above the stream's previous
+	// one, or a message too large for one frame. Exit status 1.
+	ErrInvalidSource = errors.New("wallaroo: invalid source")
 )
 
 // Exit statuses of a runner program (ExitCode).
@@ -39,6 +52,30 @@ const (
 	ExitFailure = 1 // a step is missing, the engine cannot be reached, ...
 	ExitUsage   = 2 // bad environment, Refuse, unsupported protocol version
 )
+
+// ExitRefused is the exit status of a connector the engine refused
+// (ConnectorExitCode).
+const ExitRefused = 3
+
+// ConnectorExitCode returns the exit status for the error RunSource or
+// RunSink returned, as the Python SDK's run_source and run_sink do: 0 for
+// nil (every stream ended, or the engine said Goodbye) and for a stop
+// asked through the context (context.Canceled, context.DeadlineExceeded);
+// 2 for ErrBadEnvironment and ErrBadVersion; 3 for ErrRefused; 1 for
+// anything else, ErrEngineGone included, so that the engine restarts a
+// spawned connector that lost it.
+func ConnectorExitCode(err error) int {
+	switch {
+	case err == nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return ExitOK
+	case errors.Is(err, ErrRefused):
+		return ExitRefused
+	case errors.Is(err, ErrBadEnvironment), errors.Is(err, ErrBadVersion):
+		return ExitUsage
+	default:
+		return ExitFailure
+	}
+}
 
 // ExitCode returns the exit status for the error Run returned: 0 for nil
 // (the engine said Goodbye) and ErrEngineGone, 2 for ErrBadEnvironment,

@@ -81,7 +81,7 @@ func Run(ctx context.Context, steps []Step, opts ...Option) error {
 	if err != nil {
 		return fail(err)
 	}
-	c, err := dialEngine(cfg.engineAddr, cfg.maxMessageBytes)
+	c, err := dialEngine(cfg.engineAddr, cfg.maxMessageBytes, redialMin, redialMax)
 	if err != nil {
 		return fail(fmt.Errorf("%w: WALLAROO_ENGINE_ADDR=%q cannot be dialed: %v", ErrBadEnvironment, cfg.engineAddr, err))
 	}

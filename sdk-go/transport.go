@@ -24,7 +24,8 @@ const socketBufferMessages = 64
 // conn is a session's one connection to the engine. It never reconnects:
 // once the connection is lost, the engine starts a replacement runner with
 // a new address, and an old runner reconnecting could take the pair1 slot
-// meant for another one.
+// meant for another one. (A connector the operator starts does dial again,
+// with a new conn each time: see connector.go.)
 type conn struct {
 	sock   mangos.Socket
 	dialer mangos.Dialer
@@ -36,10 +37,18 @@ type conn struct {
 	goneOnce  sync.Once
 }
 
-// dialEngine starts dialing addr in the background; connected is closed
-// once the connection is made. maxRecv is the largest message accepted:
-// a larger one drops the connection, as nng does.
-func dialEngine(addr string, maxRecv int) (*conn, error) {
+// Runners redial every 20 ms at first, backing off to 500 ms, until the
+// engine's listener answers.
+const (
+	redialMin = 20 * time.Millisecond
+	redialMax = 500 * time.Millisecond
+)
+
+// dialEngine starts dialing addr in the background, redialing from every
+// redialMin up to every redialMax until the listener answers; connected
+// is closed once the connection is made. maxRecv is the largest message
+// accepted: a larger one drops the connection, as nng does.
+func dialEngine(addr string, maxRecv int, redialMin, redialMax time.Duration) (*conn, error) {
 	sock, err := pair1.NewSocket()
 	if err != nil {
 		return nil, err
@@ -58,8 +67,8 @@ func dialEngine(addr string, maxRecv int) (*conn, error) {
 	sock.SetPipeEventHook(c.onPipeEvent)
 	d, err := sock.NewDialer(addr, map[string]any{
 		mangos.OptionDialAsynch:       true,
-		mangos.OptionReconnectTime:    20 * time.Millisecond,
-		mangos.OptionMaxReconnectTime: 500 * time.Millisecond,
+		mangos.OptionReconnectTime:    redialMin,
+		mangos.OptionMaxReconnectTime: redialMax,
 	})
 	if err == nil {
 		c.dialer = d
