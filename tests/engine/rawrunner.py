@@ -10,6 +10,8 @@ the engine's supervision. Environment:
                     yet (the runner creates it), so that the replacement
                     runner behaves; "always" as the value means every time.
   WL_FAULT_AFTER    misbehave on the Nth batch (default 1)
+  WL_SLOW_MS        sleep this long per event (a slow computation, for
+                    back pressure tests)
 
 Step functions: upper (stateless), count (state: an ASCII counter per key,
 emits b"key:count"), first-word (key_by: the payload up to the first
@@ -134,6 +136,9 @@ def main():
                 out.error.batch_id = f.batch.batch_id
                 sock.send(out.SerializeToString())
                 continue
+            slow = float(os.environ.get("WL_SLOW_MS", "0"))
+            if slow > 0:
+                time.sleep(slow * len(f.batch.events) / 1000.0)
             reply = serve_batch(steps, f.batch)
             if fault == "badreply":
                 reply.reply.batch_id += 1000

@@ -169,7 +169,7 @@ def drain(url: str, queue: str, idle: float = 0.3, timeout: float = 60) -> List[
     with connect(url) as c:
         ch = c.channel()
         ch.basic_qos(prefetch_count=1000)
-        last = 0
+        last = acked = 0
         for method, props, body in ch.consume(queue, inactivity_timeout=idle):
             if method is None:
                 break
@@ -177,9 +177,10 @@ def drain(url: str, queue: str, idle: float = 0.3, timeout: float = 60) -> List[
             last = method.delivery_tag
             if len(out) % 500 == 0:
                 ch.basic_ack(last, multiple=True)
+                acked = last
             if time.monotonic() > deadline:
                 break
-        if last:
+        if last > acked:  # acking a tag twice closes the channel
             # Only up to the last one taken: deliveries still buffered in
             # pika go back to the queue with cancel().
             ch.basic_ack(last, multiple=True)
