@@ -85,12 +85,12 @@ start_ready_sources(engine *g)
 		const wl_io *d = &g->t->sources[i];
 		if (src_is_started(g, i))
 			continue;
+		if (d->after >= 0 && !src_is_ended(g, (size_t)d->after))
+			continue;
 		if (g->csources[i] != NULL) {
 			(void)wl_csource_start(g->csources[i]);
 			continue;
 		}
-		if (d->after >= 0 && !src_is_ended(g, (size_t)d->after))
-			continue;
 		if (wl_source_start(g->sources[i]) != WL_OK) {
 			g->fatal = true;
 			g->exit_code = WL_EXIT_FAILURE;

@@ -770,7 +770,7 @@ parse_connector(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val,
     bool source, wl_io *io, aux *a, const char *owner)
 {
 	static const char *const not_for[] = { "path", "connect", "framing",
-		"max_frame_bytes", "after", NULL };
+		"max_frame_bytes", NULL };
 	const wl_yamlnode *prog, *listen, *tok, *kn;
 	const char        *s;
 	char               label[200];
@@ -822,6 +822,14 @@ parse_connector(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val,
 		snprintf(label, sizeof(label), "%s token_env", owner);
 		if (get_name(c, tok, label, &s)) {
 			io->token_env = dupstr(c, s);
+		}
+	}
+	/* A spawned connector may wait for another source to end, as a
+	 * file source may: the engine starts it then. */
+	if (source && (kn = wl_yamltree_find(val, "after", NULL)) != NULL) {
+		snprintf(label, sizeof(label), "%s after", owner);
+		if (get_str(c, kn, label, &s)) {
+			a->after = kn;
 		}
 	}
 	if (!source) {
@@ -1468,6 +1476,11 @@ resolve(ctx *c)
 		if (r.type == WL_NODE_SOURCE && (size_t) r.idx == i) {
 			report(c, n, "source '%s' cannot come after itself",
 			    a->name->str);
+		} else if (r.type == WL_NODE_SOURCE &&
+		    t->sources[r.idx].type == WL_IO_CONNECTOR &&
+		    t->sources[r.idx].program < 0) {
+			report(c, n, "source '%s' after '%s', which accepts "
+			    "connectors and so never ends", a->name->str, n->str);
 		} else if (r.type == WL_NODE_SOURCE) {
 			t->sources[i].after = r.idx;
 		} else if ((int) r.type != -1 || !c->badnames) {

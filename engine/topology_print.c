@@ -96,6 +96,11 @@ put_io(const wl_topology *t, FILE *f, const wl_io *io, bool source, int idx)
 			put_str(f, io->token_env);
 			fputc('\n', f);
 		}
+		if (source && io->after >= 0) {
+			fputs("    after: ", f);
+			put_str(f, t->sources[io->after].name);
+			fputc('\n', f);
+		}
 		if (source)
 			put_links(t, f, "consumers", WL_NODE_SOURCE, idx, false);
 		else

@@ -85,6 +85,21 @@ def test_a_source_that_leaves_with_streams_open_is_started_again(engine, tmp_pat
     check_exactly_once(tmp_path / "out.txt", 1, 3000)
 
 
+def test_a_connector_source_after_a_file_source_starts_when_that_ends(engine, tmp_path):
+    (tmp_path / "first.txt").write_bytes(b"".join(b"f-%d\n" % i for i in range(1, 3001)))
+    e = engine("application: after\n"
+               "programs:\n" + raw_program(instances=1) +
+               conn_program("feed", WL_STATE=str(tmp_path), WL_COUNT=500) +
+               "sources:\n  first: {type: file, path: first.txt, framing: line}\n"
+               "  later: {type: connector, program: feed, after: first}\n"
+               "steps:\n  up: {kind: stateless, program: raw, function: upper, inputs: [first, later]}\n"
+               "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [up]}\n")
+    assert e.wait() == 0, e.log()
+    assert out_lines(tmp_path / "out.txt") == (
+        [b"F-%d" % i for i in range(1, 3001)] + [b"S0-%d" % i for i in range(1, 501)])
+    assert e.log().index("SRC-END source 'first'") < e.log().index("SUP-SPAWN source later/0")
+
+
 @pytest.mark.parametrize("fault,tag,code", [
     ("overcredit", "CONN-PROTO", r"batch \d+ has \d+ events but only \d+ credits are left"),
     ("unknown_stream", "CONN-PROTO", r"names stream 99, which is not open"),
