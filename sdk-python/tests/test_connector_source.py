@@ -48,6 +48,9 @@ class ListSource(Source):
     def streams(self):
         return [StreamSpec(name, self.hints.get(name, 0)) for name in self.data]
 
+    def welcome(self, initial_credits, max_batch_events):
+        self.calls.append(("welcome", initial_credits, max_batch_events))
+
     def open(self, stream, resume_after):
         self.calls.append(("open", stream, resume_after))
         if self.skip_on_open:
@@ -188,6 +191,44 @@ def test_credits_are_never_exceeded(engine, start):
     # poll was never asked for more than min(credits left, max_batch_events).
     assert source.of("poll") and all(n <= 2 for (n,) in source.of("poll"))
     assert source.of("poll")[:2] == [(2,), (1,)]
+
+
+def test_welcome_gets_the_credits_and_batch_size_before_open_and_poll(engine, start):
+    source = ListSource({"a": range(1, 4)}, end=False)
+    start(source)
+    engine.accept(initial_credits=3, max_batch_events=2)
+    engine.open_streams(1)
+    engine.events(3)
+    assert source.calls[:3] == [("welcome", 3, 2), ("open", "a", 0), ("poll", 2)]
+
+
+def test_welcome_is_called_again_on_every_connection_with_its_values(engine, start):
+    source = ListSource({"a": range(1, 7)}, end=False)
+    start(source)
+    engine.accept(initial_credits=3)  # max_batch_events 0: the SDK's default
+    engine.open_streams(1)
+    engine.events(3)
+    engine.drop()
+    engine.accept(initial_credits=50, max_batch_events=8)
+    engine.open_streams(1)
+    assert [i for _, i, _ in engine.events(3)] == [4, 5, 6]
+    assert source.of("welcome") == [(3, 1024), (50, 8)]
+    # The first poll of the new connection comes right after its welcome.
+    second = source.calls.index(("welcome", 50, 8))
+    assert source.calls[second + 1] == ("poll", 8)
+    assert source.of("open") == [("a", 0)]  # open is once per run
+
+
+def test_a_source_raising_in_welcome_reports_it_and_exits_1(engine, start):
+    class Broken(ListSource):
+        def welcome(self, initial_credits, max_batch_events):
+            raise ValueError("prefetch too large")
+
+    run = start(Broken({"a": [1]}))
+    engine.accept(initial_credits=3)
+    error = engine.expect("error")
+    assert "Broken.welcome(3, 1024) raised ValueError: prefetch too large" in error.message
+    assert run.status() == 1
 
 
 def test_acked_gets_the_stream_name_and_only_advances(engine, start):

@@ -1,6 +1,7 @@
 """The source side of the connector protocol (protocol/README.md, 6.2).
 
-After Welcome the session opens every stream that has not ended
+After Welcome the session calls ``Source.welcome`` with the connection's
+initial credits and batch size, then opens every stream that has not ended
 (OpenStream, with the last acknowledged id as the hint) and waits for all
 the StreamOpened answers. The first time a stream is opened in this run it
 calls ``Source.open`` with the engine's ``resume_after``; after a
@@ -148,6 +149,12 @@ class SourceSession(Session):
         live = [s for s in self.streams if s.state is not StreamState.ENDED]
         if not live:
             self.finish("no stream to serve")
+        call_user(
+            f"{type(self.source).__name__}.welcome({self.credits}, {self.max_batch_events})",
+            self.source.welcome,
+            self.credits,
+            self.max_batch_events,
+        )
         for stream in live:
             stream.opened = False
             stream.end_sent = False

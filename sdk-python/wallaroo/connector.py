@@ -276,17 +276,33 @@ class Source(abc.ABC):
     """Base class of a source connector.
 
     The SDK calls these methods from one thread, never concurrently:
-    ``streams`` once at start; ``open`` once per stream when the engine has
-    answered its OpenStream; then ``poll`` in a loop (only while the
-    engine has granted credits), ``acked`` whenever the engine acknowledges,
-    and ``close`` once at the end. Override ``streams`` and ``poll``;
-    ``open``, ``acked`` and ``close`` do nothing by default.
+    ``streams`` once at start; ``welcome`` after every Welcome (each
+    connection to the engine), before anything else on that connection;
+    ``open`` once per stream when the engine has answered its OpenStream;
+    then ``poll`` in a loop (only while the engine has granted credits),
+    ``acked`` whenever the engine acknowledges, and ``close`` once at the
+    end. Override ``streams`` and ``poll``; ``welcome``, ``open``,
+    ``acked`` and ``close`` do nothing by default.
     """
 
     @abc.abstractmethod
     def streams(self) -> Sequence[StreamSpec]:
         """The streams to open at start, names unique. (None at all ends
         the run at once: Goodbye, status 0.)"""
+
+    def welcome(self, initial_credits: int, max_batch_events: int) -> None:
+        """The engine accepted this connection: at most ``initial_credits``
+        events may be sent before its first Credit (0: none until a
+        Credit), and ``max_batch_events`` is the largest ``max_events``
+        ``poll`` will be given (the Welcome's value, or the SDK's default
+        1024 when the engine leaves it at 0).
+
+        Called after every Welcome, before ``open`` and before any ``poll``
+        on that connection; again after a reconnect, whose values may
+        differ. Credits come back as the engine finishes events, so the
+        engine never holds more than ``initial_credits`` events of this
+        connection at once: a source that fetches ahead from its upstream
+        (a broker's prefetch) can size that window here."""
 
     def open(self, stream: str, resume_after: int) -> None:
         """The engine answered for ``stream``: produce messages with ids
