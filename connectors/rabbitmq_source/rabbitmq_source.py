@@ -37,8 +37,8 @@ MAX_ID = 2**64 - 1
 # basic.qos prefetch-count is an AMQP short: 0 means "no limit", which we
 # never want, and 65535 is the most a channel can ask for.
 MAX_PREFETCH = 65535
-# The prefetch of a source connected before any poll (never, through the
-# SDK) and without --prefetch.
+# The prefetch of a source connected before any Welcome and any poll
+# (never, through the SDK) and without --prefetch.
 FALLBACK_PREFETCH = 256
 
 # Failures of the broker connection we recover from by reconnecting: pika's
@@ -65,7 +65,8 @@ class SourceOptions(NamedTuple):
     id_from: str = "message_id"
     # Header whose value becomes the event key; None: events are unkeyed.
     key_header: Optional[str] = None
-    # Per-queue basic.qos prefetch; 0: follow the engine's credits.
+    # Per-queue basic.qos prefetch; 0: the engine's initial credits split
+    # over the queues (see RabbitMQSource._window).
     prefetch: int = 0
     # Reconnect backoff: first wait, and the most it grows to (seconds).
     reconnect_min: float = 0.1
@@ -153,6 +154,10 @@ class RabbitMQSource(Source):
         self._next_attempt = 0.0
         self._backoff = options.reconnect_min
         self._largest_max_events = 0
+        # (initial_credits, max_batch_events) of the engine connection.
+        self._welcomed: Optional[Tuple[int, int]] = None
+        self._prefetch = 0  # the prefetch of the current broker connection
+        self._stale_window = False  # a Welcome changed the window since
         self._rr = 0  # round-robin start among queues
         self._closed = False
         self._cancelled: Optional[str] = None
@@ -165,6 +170,13 @@ class RabbitMQSource(Source):
         """One stream per queue. No hint: positions live in the engine, and
         the broker keeps what the engine has not acknowledged."""
         return [StreamSpec(q) for q in self.options.queues]
+
+    def welcome(self, initial_credits: int, max_batch_events: int) -> None:
+        """Sizes the prefetch from the engine's credits (_window). When a new
+        engine connection changes it, the next poll subscribes again."""
+        self._welcomed = (initial_credits, max_batch_events)
+        # Acted on in poll, the thread that owns the broker connection.
+        self._stale_window = self._conn is not None and self._window() != self._prefetch
 
     def open(self, stream: str, resume_after: int) -> None:
         # Ids up to resume_after were accepted by the engine but are not
@@ -181,6 +193,10 @@ class RabbitMQSource(Source):
         if max_events > self._largest_max_events:
             self._largest_max_events = max_events
         out: List[Message] = []
+        if self._stale_window:
+            self._stale_window = False
+            if self._conn is not None:
+                self._resubscribe()
         while True:
             if self._conn is None and not self._connect():
                 # Broker away: wait for the next attempt or the deadline.
@@ -245,17 +261,49 @@ class RabbitMQSource(Source):
     # -- connection --------------------------------------------------------
 
     def _window(self) -> int:
-        """The prefetch of each queue's channel.
+        """The prefetch of each queue's consumer.
 
-        --prefetch when given. Otherwise the engine's credit window as far
-        as the SDK shows it: the largest max_events poll has been given (the
-        first poll, where the source connects, gets min(Welcome.
-        initial_credits, Welcome.max_batch_events)). A channel never holds
-        more unacknowledged messages than that, so when the engine withholds
-        credits the broker stops delivering: back pressure reaches the queue.
+        --prefetch when given. Otherwise the engine's credits, split over
+        the queues: the engine holds at most Welcome.initial_credits events
+        of a connection at once (credits come back only as it finishes
+        them), so more unacknowledged deliveries than that could only wait
+        here, and fewer would leave credits unused. The broker is
+        acknowledged only after the engine's Ack, which lags the credits
+        (a position advances only when every earlier id is done), so the
+        prefetch, not the credits, is the bound on what is out of the
+        queues: when the engine is slow or withholds credits, the broker
+        stops delivering and back pressure reaches the queues.
+
+        initial_credits 0 (credits only by Credit frames) uses
+        max_batch_events instead; every queue gets at least 1. A source
+        used without the SDK (no welcome) takes the largest max_events
+        poll was given.
         """
-        n = self.options.prefetch or self._largest_max_events or FALLBACK_PREFETCH
+        if self.options.prefetch:
+            n = self.options.prefetch
+        elif self._welcomed is not None:
+            credits, batch = self._welcomed
+            n = max(1, (credits or batch) // len(self.options.queues))
+        else:
+            n = self._largest_max_events or FALLBACK_PREFETCH
         return max(1, min(MAX_PREFETCH, n))
+
+    def _resubscribe(self) -> None:
+        """Starts the consumers again with the current window.
+
+        A consumer's prefetch is fixed when it starts, so this reconnects:
+        the broker requeues what it had delivered and not been
+        acknowledged, and redelivers it on the new connection, where it is
+        held (the SDK has it) or acknowledged (the engine did), as after
+        any lost connection; nothing is sent to the engine twice.
+        """
+        old = self._prefetch
+        self._disconnect()
+        self.stats["resubscribes"] += 1
+        log(
+            f"RMQ-PREFETCH the engine's credits changed: prefetch {old} -> "
+            f"{self._window()} per queue; subscribing again"
+        )
 
     def _connect(self) -> bool:
         """Connects, declares and starts the consumers. False when it failed
@@ -268,9 +316,9 @@ class RabbitMQSource(Source):
             self._buffer[q] = collections.deque()
             self._inflight[q] = collections.deque()
             self._unsorted[q] = False
+        window = self._window()
         try:
             conn = pika.BlockingConnection(self._params)
-            window = self._window()
             channels = {}
             for q in self.options.queues:
                 ch = conn.channel()
@@ -296,6 +344,7 @@ class RabbitMQSource(Source):
             return False
         self._conn = conn
         self._channels = channels
+        self._prefetch = window
         self._owner = threading.get_ident()
         self._backoff = self.options.reconnect_min
         self.stats["connects"] += 1
@@ -542,7 +591,8 @@ def parse_args(argv: Sequence[str], with_engine: bool = False):
                    help="header holding the event key (env RABBITMQ_KEY_HEADER; default: unkeyed)")
     # String defaults go through type=, so a bad variable is a usage error.
     p.add_argument("--prefetch", type=int, default=env.get("RABBITMQ_PREFETCH", "0"),
-                   help="per-queue prefetch; 0 follows the engine's credits (env RABBITMQ_PREFETCH)")
+                   help="per-queue prefetch; 0: the engine's initial credits split over "
+                        "the queues (env RABBITMQ_PREFETCH)")
     p.add_argument("--reconnect-max", type=float,
                    default=env.get("RABBITMQ_RECONNECT_MAX", "5"),
                    help="longest wait between reconnect attempts, seconds (default 5)")

@@ -62,6 +62,25 @@ class Broker:
         data: durable queues and persistent messages survive."""
         _script("restart", self.dir, timeout)
 
+    def stop_app(self) -> None:
+        """Stops the RabbitMQ application, not its Erlang VM: every client
+        connection is closed and the port refuses new ones, as when the
+        broker is down. ``start_app`` starts it again, recovering durable
+        queues and persistent messages from disk as a restart does, in
+        about 2 s instead of restart's 6."""
+        self.rabbitmqctl("stop_app")
+
+    def start_app(self, timeout: float = 60) -> None:
+        self.rabbitmqctl("start_app", timeout=timeout)
+        wait_for(self.running, timeout, "the broker to accept AMQP connections")
+
+    def restart_app(self) -> None:
+        """``stop_app`` then ``start_app``: a broker restart as clients see
+        it (connections closed, durable data recovered), for tests that do
+        not need a new Erlang VM."""
+        self.stop_app()
+        self.start_app()
+
     def running(self) -> bool:
         return subprocess.run([SCRIPT, "status", self.dir], capture_output=True).returncode == 0
 

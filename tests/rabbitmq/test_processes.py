@@ -80,6 +80,8 @@ def test_source_process_sends_the_queue_and_acks_the_broker_only_up_to_the_engin
     source_engine.accept(initial_credits=100)
     source_engine.open_streams(1)
     got = source_engine.events(30)
+    # The SDK passed the Welcome to the source: prefetch = initial credits.
+    wait_line(proc, "(prefetch 100 per queue)", TIMEOUT)
     assert [(name, i, p) for name, i, p in got] == [(queue, i, b"m%d" % i) for i in range(1, 31)]
     source_engine.send(ack=pb.Ack(stream_id=1, up_to=20, incarnation=7))
     source_engine.send(credit=pb.Credit(events=20))

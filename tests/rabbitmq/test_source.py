@@ -195,9 +195,46 @@ def test_queues_are_separate_streams_with_their_own_acks(rabbit, request):
     broker.delete(rabbit.url, qa, qb)
 
 
-def test_prefetch_follows_the_engines_credits(rabbit, queue):
-    # The first poll's max_events (min(initial credits, max batch)) sets the
-    # per-queue window: no more unacknowledged deliveries than that.
+def test_prefetch_is_the_engines_initial_credits_split_over_the_queues(rabbit, request):
+    qa, qb = f"{request.node.name}-a", f"{request.node.name}-b"
+    broker.publish(rabbit.url, qa, 20)
+    broker.publish(rabbit.url, qb, 20)
+    src = make_source(rabbit, qa, qb)
+    src.welcome(10, 4)  # the engine holds at most 10 events: 5 per queue
+    got = poll_until(src, 10, max_events=4)
+    assert sorted((m.stream, m.id) for m in got) == sorted(
+        [(qa, i) for i in range(1, 6)] + [(qb, i) for i in range(1, 6)])
+    # Nothing more until the engine acknowledges, however many credits.
+    assert src.poll(100, 0.3) == []
+    src.acked(qa, 5)
+    assert [(m.stream, m.id) for m in poll_until(src, 5)] == [(qa, i) for i in range(6, 11)]
+    src.close()
+    broker.delete(rabbit.url, qa, qb)
+
+
+def test_a_welcome_with_other_credits_subscribes_again_and_sends_nothing_twice(rabbit, queue):
+    broker.publish(rabbit.url, queue, 10)
+    src = make_source(rabbit, queue)
+    src.welcome(4, 1024)
+    assert [m.id for m in poll_until(src, 4)] == [1, 2, 3, 4]
+    assert src.poll(100, 0.3) == []  # the window of 4 is full
+    # The engine reconnects with more credits: the consumer starts again
+    # with prefetch 7; 1..4 come back as redeliveries and are held (the SDK
+    # has them), 5..7 are new.
+    src.welcome(7, 1024)
+    got = poll_until(src, 3)
+    assert [m.id for m in got] == [5, 6, 7]
+    assert src.stats["resubscribes"] == 1 and src.stats["sent"] == 7
+    broker.wait_for(lambda: src.poll(100, 0.05) == [] and src.unacked(queue) == list(range(1, 8)),
+                    what="1..4 held again")
+    src.acked(queue, 7)
+    src.close()
+    assert [int(m.message_id) for m in broker.drain(rabbit.url, queue)] == [8, 9, 10]
+
+
+def test_without_a_welcome_the_prefetch_is_the_first_polls_max_events(rabbit, queue):
+    # A source driven without the SDK (no welcome): the first poll's
+    # max_events sets the per-queue window.
     broker.publish(rabbit.url, queue, 10)
     src = make_source(rabbit, queue)
     assert [m.id for m in poll_until(src, 3, max_events=3)] == [1, 2, 3]
@@ -213,6 +250,7 @@ def test_prefetch_follows_the_engines_credits(rabbit, queue):
 def test_prefetch_flag_overrides_the_credits(rabbit, queue):
     broker.publish(rabbit.url, queue, 10)
     src = make_source(rabbit, queue, prefetch=4)
+    src.welcome(100, 1024)
     assert len(poll_until(src, 4, max_events=100)) == 4
     assert src.poll(100, 0.3) == []
     src.close()
