@@ -5,7 +5,10 @@ Every output becomes one persistent message (body = payload) published to
 an exchange with a routing key, on a channel in publisher-confirm mode.
 ``write`` returns only when the broker has confirmed every message of the
 batch; a nack, an unroutable message, a timeout or a lost connection make
-it raise, and the engine sends the batch again (at-least-once). See
+it raise, and the engine sends the batch again (at-least-once). With
+``--exactly-once`` the sink is instead ``RabbitMQTwoPhaseSink``
+(rabbitmq_sink_2pc.py): two-phase commit, with epochs prepared on local
+disk and published in AMQP transactions with a commit marker. See
 README.md beside this file.
 
 Built on ``wallaroo.connector.Sink`` (docs/connectors.md). pika's
@@ -27,9 +30,11 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Set, Tuple
 import pika
 import pika.exceptions
 
-from wallaroo.connector import ConnectorConfig, Output, Sink, run_sink
+from epoch_store import StoreError
+from rabbitmq_sink_2pc import RabbitMQTwoPhaseSink
+from wallaroo.connector import EXIT_FAILURE, ConnectorConfig, Output, Sink, run_sink
 
-__all__ = ["RabbitMQSink", "SinkOptions", "SinkError", "parse_args", "main"]
+__all__ = ["RabbitMQSink", "SinkOptions", "SinkError", "make_sink", "parse_args", "main"]
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -61,9 +66,19 @@ class SinkOptions(NamedTuple):
     key_header: Optional[str] = None
     # Seconds to wait for the broker's confirms of one batch.
     confirm_timeout: float = 30.0
-    # Seconds a write keeps trying to (re)connect before it raises.
+    # Seconds a write (or a commit) keeps trying to (re)connect before it
+    # raises.
     connect_retry: float = 5.0
     heartbeat: int = 60
+    # Two-phase commit (RabbitMQTwoPhaseSink) instead of publisher confirms.
+    exactly_once: bool = False
+    # Where prepared epochs are kept (a directory per instance below it).
+    state_dir: str = ""
+    # The commit marker queue; "": wallaroo.commits.<exchange or queue>.
+    marker_queue: str = ""
+    # WALLAROO_INSTANCE: instances above 0 get their own marker queue and
+    # state directory.
+    instance: int = 0
 
 
 class RabbitMQSink(Sink):
@@ -343,13 +358,22 @@ def _describe(e: object) -> str:
 # -- command line ----------------------------------------------------------------
 
 
+def make_sink(options: SinkOptions) -> Sink:
+    """The sink the options ask for: RabbitMQTwoPhaseSink with
+    ``exactly_once``, RabbitMQSink otherwise."""
+    if options.exactly_once:
+        return RabbitMQTwoPhaseSink(options)
+    return RabbitMQSink(options)
+
+
 def parse_args(argv: Sequence[str], with_engine: bool = False):
     """Options from flags, then the environment, then defaults. With
     ``with_engine``, returns (options, ConnectorConfig or None)."""
     env = os.environ
     p = argparse.ArgumentParser(
         prog="rabbitmq_sink.py",
-        description="Publish wallaroo-engine outputs to RabbitMQ with publisher confirms.",
+        description="Publish wallaroo-engine outputs to RabbitMQ: with publisher confirms "
+                    "(at-least-once), or exactly once with --exactly-once.",
     )
     p.add_argument("--url", default=env.get("RABBITMQ_URL", DEFAULT_URL),
                    help="AMQP URL (env RABBITMQ_URL; default %(default)s)")
@@ -369,6 +393,17 @@ def parse_args(argv: Sequence[str], with_engine: bool = False):
     p.add_argument("--connect-retry", type=float,
                    default=env.get("RABBITMQ_CONNECT_RETRY", "5"),
                    help="seconds a batch keeps trying to reach the broker before failing (default 5)")
+    p.add_argument("--exactly-once", action="store_true",
+                   default=env.get("RABBITMQ_EXACTLY_ONCE", "").strip().lower()
+                   in ("1", "true", "yes", "on"),
+                   help="two-phase commit: epochs prepared in --state-dir, published in AMQP "
+                        "transactions with a commit marker (env RABBITMQ_EXACTLY_ONCE=1)")
+    p.add_argument("--state-dir", default=env.get("RABBITMQ_STATE_DIR", ""), metavar="DIR",
+                   help="with --exactly-once: where prepared epochs are kept, fsync'd "
+                        "(env RABBITMQ_STATE_DIR)")
+    p.add_argument("--marker-queue", default=env.get("RABBITMQ_MARKER_QUEUE", ""), metavar="NAME",
+                   help="with --exactly-once: the commit marker queue (env RABBITMQ_MARKER_QUEUE; "
+                        "default wallaroo.commits.<exchange, or the queue>)")
     p.add_argument("--engine", default=None, metavar="URL",
                    help="the engine's listen: address (e.g. tcp://127.0.0.1:7301); "
                         "default: spawned by the engine, which sets WALLAROO_*")
@@ -380,6 +415,16 @@ def parse_args(argv: Sequence[str], with_engine: bool = False):
         queues = [q.strip() for q in env.get("RABBITMQ_DECLARE_QUEUES", "").split(",") if q.strip()]
     if a.confirm_timeout <= 0:
         p.error("--confirm-timeout must be > 0")
+    if a.exactly_once and not a.state_dir:
+        p.error("--exactly-once needs --state-dir DIR (or RABBITMQ_STATE_DIR)")
+    if not a.exactly_once and (a.state_dir or a.marker_queue):
+        p.error("--state-dir and --marker-queue go with --exactly-once")
+    try:
+        instance = int(env.get("WALLAROO_INSTANCE") or "0")
+    except ValueError:
+        instance = -1
+    if instance < 0:
+        p.error(f"WALLAROO_INSTANCE={env.get('WALLAROO_INSTANCE')!r} is not an integer >= 0")
     opts = SinkOptions(
         url=a.url,
         exchange=a.exchange,
@@ -388,9 +433,13 @@ def parse_args(argv: Sequence[str], with_engine: bool = False):
         key_header=a.key_header,
         confirm_timeout=a.confirm_timeout,
         connect_retry=max(0.0, a.connect_retry),
+        exactly_once=a.exactly_once,
+        state_dir=os.path.abspath(a.state_dir) if a.state_dir else "",
+        marker_queue=a.marker_queue,
+        instance=instance,
     )
     try:
-        RabbitMQSink(opts)  # validates
+        RabbitMQSink(opts)  # validates (without touching the state directory)
     except ValueError as e:
         p.error(str(e))
     if not with_engine:
@@ -408,7 +457,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # once, with a tag; pika's own log lines would say it twice.
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     opts, engine = parse_args(sys.argv[1:] if argv is None else argv, with_engine=True)
-    return run_sink(RabbitMQSink(opts), engine)
+    try:
+        sink = make_sink(opts)
+    except StoreError as e:
+        # Most likely a run of this instance that has not exited yet: the
+        # engine starts this one again, with backoff.
+        log(f"RMQ-STATE {e}")
+        return EXIT_FAILURE
+    return run_sink(sink, engine)
 
 
 if __name__ == "__main__":
