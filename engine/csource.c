@@ -36,6 +36,9 @@ typedef struct {
 	bool ack_again;          /* a duplicate at or below the position came:
 	                            repeat the Ack so it can be settled */
 	uint64_t acked;          /* last up_to sent on the owner */
+	/* Checkpoints: the accepted position at the last cut, and at the
+	 * last durable checkpoint (what may be acknowledged). */
+	uint64_t cut, durable;
 } cstream;
 
 /* One connection slot: a spawned instance, or the accepted address. */
@@ -65,6 +68,7 @@ struct wl_csource {
 	bool started, stopping;
 	bool failed;             /* a connection will never come up */
 	uint64_t events, bytes, duplicates, errors;
+	bool ckpt;               /* acknowledge durable positions only */
 };
 
 static uint64_t
@@ -83,6 +87,36 @@ find_name(wl_csource *s, const char *name)
 		if (strcmp(s->streams[i]->name, name) == 0)
 			return s->streams[i];
 	return NULL;
+}
+
+/* A stream known from now on, its position `start`; NULL: no memory. */
+static cstream *
+new_stream(wl_csource *s, const char *name, uint64_t start)
+{
+	cstream *st;
+
+	if (s->nstreams == s->capstreams) {
+		size_t nc = s->capstreams ? s->capstreams * 2 : 8;
+		cstream **ns = realloc(s->streams, nc * sizeof(*ns));
+		if (ns == NULL)
+			return NULL;
+		s->streams = ns;
+		s->capstreams = nc;
+	}
+	st = calloc(1, sizeof(*st));
+	if (st == NULL || (st->name = strdup(name)) == NULL ||
+	    wl_stream_pos_new(&st->pos, start) != WL_OK) {
+		if (st != NULL)
+			free(st->name);
+		free(st);
+		return NULL;
+	}
+	st->cut = st->durable = start;
+	/* Stream numbers distinguish streams across sources too, so that
+	 * unkeyed events of different streams spread out. */
+	st->local_id = (uint32_t)(s->cfg.index << 16) + (uint32_t)s->nstreams + 1;
+	s->streams[s->nstreams++] = st;
+	return st;
 }
 
 static cstream *
@@ -144,31 +178,10 @@ on_open(conn *c, const Wallaroo__V1__OpenStream *o,
 		    st->owner->instance);
 		return WL_ERR_PROTO;
 	}
-	if (st == NULL) {
-		/* Unknown to the engine: the connector's hint is the best
-		 * knowledge there is. */
-		if (s->nstreams == s->capstreams) {
-			size_t nc = s->capstreams ? s->capstreams * 2 : 8;
-			cstream **ns = realloc(s->streams, nc * sizeof(*ns));
-			if (ns == NULL)
-				goto nomem;
-			s->streams = ns;
-			s->capstreams = nc;
-		}
-		st = calloc(1, sizeof(*st));
-		if (st == NULL || (st->name = strdup(o->name)) == NULL ||
-		    wl_stream_pos_new(&st->pos, o->resume_hint) != WL_OK) {
-			if (st != NULL)
-				free(st->name);
-			free(st);
-			goto nomem;
-		}
-		/* Stream numbers distinguish streams across sources too, so
-		 * that unkeyed events of different streams spread out. */
-		st->local_id = (uint32_t)(c->src->cfg.index << 16) +
-		    (uint32_t)s->nstreams + 1;
-		s->streams[s->nstreams++] = st;
-	}
+	/* Unknown to the engine (and to its checkpoint): the connector's
+	 * hint is the best knowledge there is. */
+	if (st == NULL && (st = new_stream(s, o->name, o->resume_hint)) == NULL)
+		goto nomem;
 	if (c->nopen == c->capopen) {
 		size_t nc = c->capopen ? c->capopen * 2 : 4;
 		cstream **no = realloc(c->open, nc * sizeof(*no));
@@ -476,7 +489,9 @@ flush_conn(wl_csource *s, conn *c, bool pressure)
 
 	for (size_t i = 0; i < c->nopen; i++) {
 		cstream *st = c->open[i];
-		uint64_t done = wl_stream_pos_done(st->pos);
+		/* With checkpoints, done is not enough: only a durable
+		 * checkpoint's position survives a crash of the engine. */
+		uint64_t done = s->ckpt ? st->durable : wl_stream_pos_done(st->pos);
 
 		if (done > st->acked || (st->ack_again && done > 0)) {
 			Wallaroo__V1__Ack a = WALLAROO__V1__ACK__INIT;
@@ -489,7 +504,8 @@ flush_conn(wl_csource *s, conn *c, bool pressure)
 			st->acked = done;
 		}
 		st->ack_again = false;
-		if (st->ending && wl_stream_pos_pending(st->pos) == 0) {
+		if (st->ending && wl_stream_pos_pending(st->pos) == 0 &&
+		    done == wl_stream_pos_last(st->pos)) {
 			Wallaroo__V1__StreamEnded se =
 			    WALLAROO__V1__STREAM_ENDED__INIT;
 			se.stream_id = st->stream_id;
@@ -616,6 +632,62 @@ wl_csource_pending(const wl_csource *s)
 	for (size_t i = 0; i < s->nstreams; i++)
 		n += wl_stream_pos_pending(s->streams[i]->pos);
 	return n;
+}
+
+void
+wl_csource_checkpoints_on(wl_csource *s)
+{
+	s->ckpt = true;
+}
+
+wl_err
+wl_csource_restore(wl_csource *s, const char *stream, uint64_t position)
+{
+	cstream *st = find_name(s, stream);
+	wl_stream_pos *p;
+
+	if (st == NULL)
+		return new_stream(s, stream, position) ? WL_OK : WL_ERR_NOMEM;
+	/* A later checkpoint of the log: its position replaces the earlier
+	 * one (nothing was accepted yet, so the stream has no origins). */
+	if (st->owner != NULL || wl_stream_pos_pending(st->pos) > 0)
+		return WL_ERR_STATE;
+	if (wl_stream_pos_new(&p, position) != WL_OK)
+		return WL_ERR_NOMEM;
+	wl_stream_pos_free(st->pos);
+	st->pos = p;
+	st->cut = st->durable = position;
+	return WL_OK;
+}
+
+void
+wl_csource_mark(wl_csource *s)
+{
+	for (size_t i = 0; i < s->nstreams; i++)
+		s->streams[i]->cut = wl_stream_pos_last(s->streams[i]->pos);
+}
+
+void
+wl_csource_record(const wl_csource *s, wl_ckbuf *b)
+{
+	for (size_t i = 0; i < s->nstreams; i++) {
+		wl_ckbuf_begin(b, WL_CKREC_SOURCE);
+		wl_ckbuf_str(b, s->cfg.def->name);
+		wl_ckbuf_str(b, s->streams[i]->name);
+		wl_ckbuf_u64(b, s->streams[i]->cut);
+		wl_ckbuf_u64(b, 0);
+		wl_ckbuf_end(b);
+	}
+}
+
+void
+wl_csource_durable(wl_csource *s)
+{
+	for (size_t i = 0; i < s->nstreams; i++) {
+		cstream *st = s->streams[i];
+		if (st->cut > st->durable)
+			st->durable = st->cut;
+	}
 }
 
 void

@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <ev.h>
 
+#include "ckptlog.h"
 #include "err.h"
 #include "source.h"
 #include "topology.h"
@@ -73,6 +74,22 @@ uint64_t wl_csource_errors(const wl_csource *s);
 
 /* Events accepted and not yet done, over every stream. */
 uint64_t wl_csource_pending(const wl_csource *s);
+
+/*
+ * Checkpoints. After wl_csource_checkpoints_on a stream's Ack (and
+ * StreamEnded) goes only up to the position of the last durable
+ * checkpoint. wl_csource_restore (recovery, before start) makes a stream
+ * known at `position`: its OpenStream resumes after it whatever the hint.
+ * wl_csource_mark takes every stream's accepted position at a cut;
+ * wl_csource_record appends them to `b` as SOURCE records; and
+ * wl_csource_durable says the checkpoint holding them is on disk.
+ */
+void wl_csource_checkpoints_on(wl_csource *s);
+wl_err wl_csource_restore(wl_csource *s, const char *stream,
+    uint64_t position);
+void wl_csource_mark(wl_csource *s);
+void wl_csource_record(const wl_csource *s, wl_ckbuf *b);
+void wl_csource_durable(wl_csource *s);
 
 /* Kills the connectors and frees everything; accepts NULL. Positions
  * still referenced by events are freed when those events are. */

@@ -20,12 +20,27 @@
 #include <unistd.h>
 #include <ev.h>
 
+#include "checkpoint.h"
 #include "csource.h"
 #include "flow.h"
 #include "link.h"
 #include "log.h"
 #include "runner.h"
 #include "source.h"
+
+/* The checkpoint cycle (with --state-dir). */
+typedef enum {
+	CK_OFF,      /* no state dir */
+	CK_OPEN,     /* the current epoch is open; no checkpoint in progress */
+	CK_CLOSING,  /* cut: waiting for the closing epoch to complete */
+	CK_WRITING,  /* submitted to the writer thread */
+} ckpt_state;
+
+/* A file source's position at the last cut. */
+typedef struct {
+	uint64_t offset, last_id;
+	bool has;
+} file_pos;
 
 /* The life of the worker. Advanced only by advance(). */
 typedef enum {
@@ -52,6 +67,18 @@ typedef struct {
 	char sockdir[256];
 	double started;     /* monotonic seconds at READY */
 	double finished;
+	uint64_t incarnation;
+	/* Checkpoints. */
+	wl_ckpt *ckpt;
+	ckpt_state ck;
+	double ck_interval;
+	double ck_last_cut;   /* ev_now of the last cut */
+	uint64_t ck_id;       /* the checkpoint being closed or written */
+	bool ck_failed;       /* the last one failed: a new one is needed */
+	file_pos *ck_files;   /* per source, taken at the cut */
+	int64_t *sink_keep;   /* recovery: committed length per sink */
+	uint64_t ck_restored; /* recovery: state entries */
+	double ck_cut_at;     /* monotonic time of the cut, for the log */
 } engine;
 
 static double
@@ -145,6 +172,234 @@ check_connectors(engine *g)
 	}
 }
 
+/* -- checkpoints ------------------------------------------------------ */
+
+/* True while something the last durable checkpoint does not cover has
+ * been accepted. */
+static bool
+ckpt_needed(const engine *g)
+{
+	return g->ck_failed || wl_flow_epoch_events(g->flow) > 0;
+}
+
+/* The barrier: from here on sources tag the next epoch. Positions are
+ * taken now, between callbacks, so they match the events of the closing
+ * epoch exactly. */
+static void
+ckpt_cut(engine *g)
+{
+	g->ck_id = wl_flow_cut(g->flow);
+	g->ck_last_cut = ev_now(g->loop);
+	g->ck_cut_at = mono();
+	for (size_t i = 0; i < g->t->nsources; i++) {
+		if (g->csources[i] != NULL)
+			wl_csource_mark(g->csources[i]);
+		else
+			g->ck_files[i].has = wl_source_position(g->sources[i],
+			    &g->ck_files[i].offset, &g->ck_files[i].last_id);
+	}
+	g->ck = CK_CLOSING;
+}
+
+/* The closing epoch is complete: snapshot it and hand it to the writer. */
+static void
+ckpt_close(engine *g)
+{
+	bool full = wl_ckpt_want_full(g->ckpt);
+	wl_ckbuf *b = wl_ckpt_begin(g->ckpt, g->ck_id, g->incarnation,
+	    g->t->partitions, full);
+	int fds[64];
+	size_t nfds = 0;
+
+	if (g->t->nsinks > 64) {
+		wl_log("CKPT-FAIL", "more than 64 sinks: not supported");
+		g->fatal = true;
+		g->exit_code = WL_EXIT_FAILURE;
+		return;
+	}
+	(void)wl_flow_close_epoch(g->flow, b, full, fds, &nfds);
+	for (size_t i = 0; i < g->t->nsources; i++) {
+		if (g->csources[i] != NULL) {
+			wl_csource_record(g->csources[i], b);
+			continue;
+		}
+		if (!g->ck_files[i].has)
+			continue;
+		wl_ckbuf_begin(b, WL_CKREC_SOURCE);
+		wl_ckbuf_str(b, g->t->sources[i].name);
+		wl_ckbuf_str(b, "file");
+		wl_ckbuf_u64(b, g->ck_files[i].last_id);
+		wl_ckbuf_u64(b, g->ck_files[i].offset);
+		wl_ckbuf_end(b);
+	}
+	if (wl_ckpt_submit(g->ckpt, fds, nfds) != WL_OK) {
+		g->ck_failed = true;
+		g->ck = CK_OPEN;
+		return;
+	}
+	g->ck = CK_WRITING;
+}
+
+static void
+ckpt_done(void *arg, uint64_t id, bool ok)
+{
+	engine *g = arg;
+
+	(void)id;
+	g->ck = CK_OPEN;
+	g->ck_failed = !ok;
+	if (!ok)
+		return;
+	/* Only now may sources forget what the checkpoint covers. */
+	for (size_t i = 0; i < g->t->nsources; i++)
+		if (g->csources[i] != NULL)
+			wl_csource_durable(g->csources[i]);
+}
+
+/* Advances the cycle; from the prepare watcher and the cron. */
+static void
+ckpt_step(engine *g, bool cron)
+{
+	switch (g->ck) {
+	case CK_OFF:
+	case CK_WRITING:
+		return;
+	case CK_OPEN:
+		/* Draining (end of input, SIGTERM) checkpoints at once, so
+		 * that connectors get their final Acks and the engine can stop
+		 * with everything durable. A failed one is retried at the
+		 * interval, not in a loop. */
+		if (!cron || g->state < ENG_RUNNING || g->state > ENG_DRAINING ||
+		    !ckpt_needed(g))
+			return;
+		if (ev_now(g->loop) - g->ck_last_cut >= g->ck_interval ||
+		    (g->state == ENG_DRAINING && !g->ck_failed &&
+		    wl_flow_drained(g->flow)))
+			ckpt_cut(g);
+		return;
+	case CK_CLOSING:
+		if (wl_flow_epoch_complete(g->flow))
+			ckpt_close(g);
+		return;
+	}
+}
+
+/* True when checkpoints are off or the last durable one covers all. */
+static bool
+ckpt_settled(const engine *g)
+{
+	return g->ck == CK_OFF || (g->ck == CK_OPEN && !ckpt_needed(g));
+}
+
+/* Recovery callbacks (wl_ckpt_restore). */
+static wl_err
+rec_state(void *arg, const char *step, const uint8_t *key, uint32_t klen,
+    const uint8_t *value, uint32_t vlen, bool present)
+{
+	engine *g = arg;
+
+	g->ck_restored++;
+	return wl_flow_restore_state(g->flow, step, key, klen, value, vlen,
+	    present);
+}
+
+static int
+source_index(const engine *g, const char *name)
+{
+	for (size_t i = 0; i < g->t->nsources; i++)
+		if (strcmp(g->t->sources[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+static wl_err
+rec_source(void *arg, const char *source, const char *stream,
+    uint64_t position, uint64_t offset)
+{
+	engine *g = arg;
+	int i = source_index(g, source);
+
+	if (i < 0) {
+		/* A source taken out of the topology loses nothing here. */
+		wl_log("CKPT-WARN", "the checkpoint has a position for source "
+		    "'%s', which the topology no longer has; ignored", source);
+		return WL_OK;
+	}
+	if (g->csources[i] != NULL)
+		return wl_csource_restore(g->csources[i], stream, position);
+	if (g->t->sources[i].type == WL_IO_FILE)
+		wl_source_seek(g->sources[i], offset, position);
+	return WL_OK;
+}
+
+static wl_err
+rec_sink(void *arg, const char *sink, uint64_t length)
+{
+	engine *g = arg;
+
+	for (size_t i = 0; i < g->t->nsinks; i++) {
+		if (strcmp(g->t->sinks[i].name, sink) != 0)
+			continue;
+		if (g->t->sinks[i].type == WL_IO_FILE)
+			g->sink_keep[i] = (int64_t)length;
+		return WL_OK;
+	}
+	wl_log("CKPT-WARN", "the checkpoint has a length for sink '%s', which "
+	    "the topology no longer has; ignored", sink);
+	return WL_OK;
+}
+
+/* Opens the state dir's log and restores the last checkpoint into the
+ * dataflow and the sources, before anything starts. */
+static int
+ckpt_recover(engine *g, const wl_engine_opts *o)
+{
+	static const wl_ckpt_restore cb = { rec_state, rec_source, rec_sink };
+	char why[512];
+	uint64_t last = 0;
+	double t0 = mono();
+
+	g->ck_files = calloc(g->t->nsources ? g->t->nsources : 1,
+	    sizeof(*g->ck_files));
+	g->sink_keep = calloc(g->t->nsinks ? g->t->nsinks : 1,
+	    sizeof(*g->sink_keep));
+	if (g->ck_files == NULL || g->sink_keep == NULL) {
+		wl_log("ENGINE-FATAL", "out of memory");
+		return WL_EXIT_FAILURE;
+	}
+	for (size_t i = 0; i < g->t->nsinks; i++)
+		g->sink_keep[i] = -1;
+	if (wl_ckpt_open(&g->ckpt, g->loop, o->state_dir, ckpt_done, g) !=
+	    WL_OK)
+		return WL_EXIT_FAILURE;
+	if (wl_ckpt_recover(g->ckpt, &cb, g, &last, why, sizeof(why)) !=
+	    WL_OK) {
+		wl_log("CKPT-CORRUPT", "cannot recover from %s: %s",
+		    o->state_dir, why);
+		return WL_EXIT_FAILURE;
+	}
+	/* A file sink the checkpoint never saw starts empty, as always; one
+	 * it saw keeps its committed length. */
+	if (last == 0)
+		wl_log("CKPT-EMPTY", "no checkpoint in %s: starting empty",
+		    o->state_dir);
+	else
+		wl_log("CKPT-RECOVER", "recovered checkpoint %llu from %s: %llu "
+		    "state entries in %.1f ms", (unsigned long long)last,
+		    o->state_dir, (unsigned long long)g->ck_restored,
+		    (mono() - t0) * 1e3);
+	wl_flow_restored(g->flow);
+	wl_flow_checkpoints_on(g->flow, last + 1);
+	for (size_t i = 0; i < g->t->nsources; i++)
+		if (g->csources[i] != NULL)
+			wl_csource_checkpoints_on(g->csources[i]);
+	g->ck = CK_OPEN;
+	g->ck_interval = o->checkpoint_interval > 0 ? o->checkpoint_interval :
+	    1.0;
+	g->ck_last_cut = ev_now(g->loop);
+	return WL_EXIT_OK;
+}
+
 static void
 advance(engine *g)
 {
@@ -164,7 +419,8 @@ advance(engine *g)
 		}
 		break;
 	case ENG_DRAINING:
-		if (wl_flow_drained(g->flow) && connectors_ended(g)) {
+		if (wl_flow_drained(g->flow) && ckpt_settled(g) &&
+		    connectors_ended(g)) {
 			g->finished = mono();
 			wl_log("ENGINE-DRAINED", "everything accepted has been "
 			    "processed; stopping runners");
@@ -191,6 +447,7 @@ prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	(void)loop;
 	(void)revents;
 	wl_flow_flush(g->flow);
+	ckpt_step(g, false);
 	for (size_t i = 0; i < g->t->nsources; i++)
 		if (g->csources[i] != NULL)
 			wl_csource_flush(g->csources[i]);
@@ -210,6 +467,7 @@ cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)revents;
 	wl_flow_tick(g->flow, ev_now(loop));
+	ckpt_step(g, true);
 	for (size_t i = 0; i < g->t->nsources; i++)
 		if (g->csources[i] != NULL)
 			wl_csource_tick(g->csources[i], ev_now(loop));
@@ -357,6 +615,11 @@ summary(engine *g)
 		    (unsigned long long)wl_source_pauses(g->sources[i]));
 	}
 	wl_flow_summary(g->flow, stdout);
+	if (g->ckpt != NULL)
+		printf("SUMMARY checkpoints=%llu failed=%llu last=%llu\n",
+		    (unsigned long long)wl_ckpt_count(g->ckpt),
+		    (unsigned long long)wl_ckpt_failures(g->ckpt),
+		    (unsigned long long)(g->ck_failed ? 0 : g->ck_id));
 	fflush(stdout);
 }
 
@@ -468,6 +731,14 @@ wl_engine_run(const wl_topology *t, const wl_engine_opts *o)
 			return WL_EXIT_FAILURE;
 		}
 	}
+	g.incarnation = incarnation;
+	if (o->state_dir != NULL && (rc = ckpt_recover(&g, o)) != WL_EXIT_OK)
+		goto early_exit;
+	if (wl_flow_open_sinks(g.flow, g.sink_keep) != WL_OK) {
+		wl_log("ENGINE-FATAL", "a sink cannot be opened");
+		rc = WL_EXIT_FAILURE;
+		goto early_exit;
+	}
 	ev_prepare_init(&g.prep, prepare_cb);
 	ev_timer_init(&g.cron, cron_cb, 0.05, 0.05);
 	ev_signal_init(&g.sigterm, signal_cb, SIGTERM);
@@ -486,7 +757,10 @@ wl_engine_run(const wl_topology *t, const wl_engine_opts *o)
 	if (!g.fatal)
 		summary(&g);
 	rc = g.exit_code;
-	/* The dataflow first: its events may hold origins of the sources. */
+early_exit:
+	/* The writer first (it may be syncing sink files), then the
+	 * dataflow: its events may hold origins of the sources. */
+	wl_ckpt_free(g.ckpt);
 	wl_flow_free(g.flow);
 	for (size_t i = 0; i < t->nsources; i++) {
 		wl_source_free(g.sources[i]);
@@ -494,6 +768,8 @@ wl_engine_run(const wl_topology *t, const wl_engine_opts *o)
 	}
 	free(g.sources);
 	free(g.csources);
+	free(g.ck_files);
+	free(g.sink_keep);
 	/* Runner sockets close on their own threads (see wl_link_close);
 	 * let them finish before their addresses go. */
 	int stuck = wl_link_quiesce(2.0);

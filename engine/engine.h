@@ -18,6 +18,7 @@ enum {
 typedef struct {
 	const char *name;      /* worker name, for logs and the handshake */
 	const char *state_dir; /* NULL: none (state lives in memory only) */
+	double checkpoint_interval; /* seconds between checkpoints */
 } wl_engine_opts;
 
 /* Runs `t` until it ends; returns a WL_EXIT_* code. */

@@ -35,6 +35,9 @@ wl_event_inherit(wl_event *to, const wl_event *from)
 	to->stream_id = from->stream_id;
 	to->origin = from->origin;
 	wl_origin_ref(to->origin);
+	to->epoch = from->epoch;
+	if (to->epoch != NULL)
+		to->epoch->live++;
 }
 
 wl_event *
@@ -60,6 +63,8 @@ wl_event_free(wl_event *e)
 		return;
 	/* Dropping the last reference marks the source message processed. */
 	wl_origin_unref(e->origin);
+	if (e->epoch != NULL)
+		e->epoch->live--;
 	free(e);
 }
 

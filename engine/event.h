@@ -15,6 +15,16 @@
 #include "position.h"
 
 typedef struct wl_event wl_event;
+
+/* A checkpoint epoch: the events read while it was the current one, and
+ * everything derived from them. The dataflow owns it; `live` counts the
+ * events that point to it, so the epoch is complete (every effect of it
+ * applied) when the dataflow has stopped tagging new events with it and
+ * `live` is 0. */
+typedef struct {
+	uint64_t id;    /* the checkpoint it belongs to */
+	uint64_t live;  /* events pointing to it */
+} wl_epoch;
 struct wl_event {
 	wl_event *next;       /* queue link; owned by whichever queue holds it */
 	uint64_t message_id;  /* per-stream, increasing (origin) */
@@ -23,6 +33,8 @@ struct wl_event {
 	wl_origin *origin;    /* the source message it derives from (one
 	                         reference, dropped by wl_event_free); NULL
 	                         when its source does not track positions */
+	wl_epoch *epoch;      /* counted in epoch->live; NULL when checkpoints
+	                         are off */
 	uint32_t stream_id;   /* origin stream */
 	uint32_t klen;
 	uint32_t plen;
@@ -36,8 +48,9 @@ struct wl_event {
 wl_event *wl_event_new(const void *key, uint32_t klen, const void *payload,
     uint32_t plen);
 
-/* Gives `to` the origin of `from`: stream, message id, times, and a
- * reference to its origin. For outputs derived from an event. */
+/* Gives `to` the origin of `from`: stream, message id, times, a
+ * reference to its origin and a count in its epoch. For outputs derived
+ * from an event. */
 void wl_event_inherit(wl_event *to, const wl_event *from);
 
 /* A copy of `e` with a different key (the origin fields are kept). */
@@ -46,7 +59,16 @@ wl_event *wl_event_rekey(const wl_event *e, const void *key, uint32_t klen);
 /* A copy of `e`. */
 wl_event *wl_event_dup(const wl_event *e);
 
-/* Frees an event; accepts NULL. */
+/* Puts an event that has none in epoch `ep` (counted). */
+static inline void
+wl_event_set_epoch(wl_event *e, wl_epoch *ep)
+{
+	e->epoch = ep;
+	ep->live++;
+}
+
+/* Frees an event (dropping its origin reference and epoch count);
+ * accepts NULL. */
 void wl_event_free(wl_event *e);
 
 /* Bytes the event accounts for in queue limits. */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckptlog.h"
 #include "csink.h"
 #include "frame.h"
 #include "hash.h"
@@ -63,6 +64,8 @@ typedef struct {
 	slot *slots;            /* the program's instances; NULL: engine step */
 	size_t nslots;
 	wl_queue *pending;      /* one per instance */
+	wl_queue *held;         /* per instance: events of the next epoch,
+	                           waiting for the closing one (state steps) */
 	node_ref *out;          /* consumers */
 	size_t nout;
 	Wallaroo__V1__StepSpec spec;
@@ -85,6 +88,13 @@ struct wl_flow {
 	size_t *prog_first_slot;
 	wl_sink **sinks;         /* built-in sinks; NULL for connectors */
 	wl_csink **csinks;       /* connector sinks; NULL for built-in */
+	wl_queue *sink_held;     /* per sink: outputs of the next epoch */
+	/* Checkpoint epochs (NULL when checkpoints are off). Sources tag
+	 * events with `cur`; after a cut, `closing` is complete once nothing
+	 * points to it. At most these two exist: the next cut waits. */
+	wl_epoch eps[2];
+	wl_epoch *cur, *closing;
+	uint64_t tagged;         /* events tagged with `cur` */
 	uint64_t next_batch_id;
 	bool ready_reported;
 	bool csink_fatal;
@@ -137,7 +147,17 @@ deliver(wl_flow *f, node_ref to, wl_event *e)
 {
 	step_rt *st;
 
+	/* Aligned epochs: while one closes, what the next one brings waits
+	 * before the places whose contents the checkpoint records (state and
+	 * sink files), so the snapshot holds exactly the closing epoch. */
+	bool hold = f->closing != NULL && e->epoch != NULL &&
+	    e->epoch != f->closing;
+
 	if (to.type == WL_NODE_SINK) {
+		if (hold) {
+			wl_queue_push(&f->sink_held[to.index], e);
+			return;
+		}
 		if (f->csinks[to.index] != NULL)
 			wl_csink_write(f->csinks[to.index], e);
 		else
@@ -169,7 +189,10 @@ deliver(wl_flow *f, node_ref to, wl_event *e)
 		emit(f, (node_ref){ WL_NODE_STEP, to.index }, n);
 		return;
 	}
-	wl_queue_push(&st->pending[route(f, st, e)], e);
+	if (hold && st->def->kind == WL_STEP_STATE)
+		wl_queue_push(&st->held[route(f, st, e)], e);
+	else
+		wl_queue_push(&st->pending[route(f, st, e)], e);
 }
 
 static void
@@ -199,6 +222,10 @@ emit(wl_flow *f, node_ref from, wl_event *e)
 void
 wl_flow_source_event(wl_flow *f, int source, wl_event *e)
 {
+	if (f->cur != NULL) {
+		wl_event_set_epoch(e, f->cur);
+		f->tagged++;
+	}
 	emit(f, (node_ref){ WL_NODE_SOURCE, source }, e);
 }
 
@@ -698,10 +725,11 @@ wl_flow_new(wl_flow **out, struct ev_loop *loop, const wl_topology *t,
 	f->src_nout = calloc(t->nsources ? t->nsources : 1, sizeof(*f->src_nout));
 	f->sinks = calloc(t->nsinks ? t->nsinks : 1, sizeof(*f->sinks));
 	f->csinks = calloc(t->nsinks ? t->nsinks : 1, sizeof(*f->csinks));
+	f->sink_held = calloc(t->nsinks ? t->nsinks : 1, sizeof(*f->sink_held));
 	f->prog_specs = calloc(np ? np : 1, sizeof(*f->prog_specs));
 	f->prog_nspecs = calloc(np ? np : 1, sizeof(*f->prog_nspecs));
 	f->prog_first_slot = calloc(np ? np : 1, sizeof(*f->prog_first_slot));
-	if (!f->steps || !f->src_out || !f->src_nout || !f->sinks || !f->csinks ||
+	if (!f->steps || !f->src_out || !f->src_nout || !f->sinks || !f->csinks || !f->sink_held ||
 	    !f->prog_specs || !f->prog_nspecs || !f->prog_first_slot)
 		goto nomem;
 
@@ -736,9 +764,10 @@ wl_flow_new(wl_flow **out, struct ev_loop *loop, const wl_topology *t,
 			st->slots = &f->slots[f->prog_first_slot[p]];
 			st->nslots = t->programs[p].instances;
 			st->pending = calloc(st->nslots, sizeof(*st->pending));
+			st->held = calloc(st->nslots, sizeof(*st->held));
 			ns = realloc(f->prog_specs[p],
 			    (f->prog_nspecs[p] + 1) * sizeof(*ns));
-			if (st->pending == NULL || ns == NULL)
+			if (st->pending == NULL || st->held == NULL || ns == NULL)
 				goto nomem;
 			ns[f->prog_nspecs[p]++] = &st->spec;
 			f->prog_specs[p] = ns;
@@ -799,16 +828,25 @@ wl_flow_new(wl_flow **out, struct ev_loop *loop, const wl_topology *t,
 				goto nomem;
 			continue;
 		}
-		if (wl_sink_open(&f->sinks[i], loop, &t->sinks[i]) != WL_OK) {
-			wl_flow_free(f);
-			return WL_ERR_IO;
-		}
 	}
 	*out = f;
 	return WL_OK;
 nomem:
 	wl_flow_free(f);
 	return WL_ERR_NOMEM;
+}
+
+wl_err
+wl_flow_open_sinks(wl_flow *f, const int64_t *keep)
+{
+	for (size_t i = 0; i < f->t->nsinks; i++) {
+		if (f->csinks[i] != NULL)
+			continue;
+		if (wl_sink_open(&f->sinks[i], f->loop, &f->t->sinks[i],
+		    keep ? keep[i] : -1) != WL_OK)
+			return WL_ERR_IO;
+	}
+	return WL_OK;
 }
 
 void
@@ -849,13 +887,13 @@ wl_flow_pressure(const wl_flow *f)
 	for (size_t i = 0; i < f->t->nsteps; i++) {
 		const step_rt *st = &f->steps[i];
 		for (size_t j = 0; j < st->nslots; j++)
-			if (st->pending[j].bytes > max)
+			if (st->pending[j].bytes + st->held[j].bytes > max)
 				return true;
 	}
 	for (size_t i = 0; i < f->t->nsinks; i++)
 		if ((f->csinks[i] != NULL ?
 		    wl_csink_pending_bytes(f->csinks[i]) :
-		    wl_sink_backlog(f->sinks[i])) > max)
+		    wl_sink_backlog(f->sinks[i])) + f->sink_held[i].bytes > max)
 			return true;
 	return false;
 }
@@ -868,14 +906,16 @@ wl_flow_pending_events(const wl_flow *f)
 	for (size_t i = 0; i < f->t->nsteps; i++) {
 		const step_rt *st = &f->steps[i];
 		for (size_t j = 0; j < st->nslots; j++)
-			n += st->pending[j].count;
+			n += st->pending[j].count + st->held[j].count;
 	}
 	for (size_t i = 0; i < f->nslots; i++)
 		for (const batch *b = f->slots[i].head; b; b = b->next)
 			n += b->events.count;
-	for (size_t i = 0; i < f->t->nsinks; i++)
+	for (size_t i = 0; i < f->t->nsinks; i++) {
+		n += f->sink_held[i].count;
 		if (f->csinks[i] != NULL)
 			n += wl_csink_pending(f->csinks[i]);
+	}
 	return n;
 }
 
@@ -896,14 +936,14 @@ wl_flow_drained(const wl_flow *f)
 	for (size_t i = 0; i < f->t->nsteps; i++) {
 		const step_rt *st = &f->steps[i];
 		for (size_t j = 0; j < st->nslots; j++)
-			if (st->pending[j].count > 0)
+			if (st->pending[j].count > 0 || st->held[j].count > 0)
 				return false;
 	}
 	for (size_t i = 0; i < f->nslots; i++)
 		if (f->slots[i].ninflight > 0)
 			return false;
 	for (size_t i = 0; i < f->t->nsinks; i++)
-		if ((f->csinks[i] != NULL ? wl_csink_pending(f->csinks[i]) :
+		if (f->sink_held[i].count > 0 || (f->csinks[i] != NULL ? wl_csink_pending(f->csinks[i]) :
 		    wl_sink_backlog(f->sinks[i])) > 0)
 			return false;
 	return true;
@@ -1010,9 +1050,15 @@ wl_flow_free(wl_flow *f)
 		step_rt *st = &f->steps[i];
 		for (size_t j = 0; st->pending && j < st->nslots; j++)
 			wl_queue_clear(&st->pending[j]);
+		for (size_t j = 0; st->held && j < st->nslots; j++)
+			wl_queue_clear(&st->held[j]);
 		free(st->pending);
+		free(st->held);
 		free(st->out);
 	}
+	for (size_t i = 0; f->sink_held && i < f->t->nsinks; i++)
+		wl_queue_clear(&f->sink_held[i]);
+	free(f->sink_held);
 	for (size_t i = 0; f->sinks && i < f->t->nsinks; i++)
 		wl_sink_close(f->sinks[i]);
 	for (size_t i = 0; f->csinks && i < f->t->nsinks; i++)
@@ -1036,4 +1082,161 @@ wl_flow_free(wl_flow *f)
 	free(f->sstp);
 	wl_state_free(f->state);
 	free(f);
+}
+
+/* -- checkpoints ------------------------------------------------------ */
+
+void
+wl_flow_checkpoints_on(wl_flow *f, uint64_t first_id)
+{
+	f->eps[0] = (wl_epoch){ .id = first_id };
+	f->eps[1] = (wl_epoch){ 0 };
+	f->cur = &f->eps[0];
+	f->closing = NULL;
+	f->tagged = 0;
+}
+
+uint64_t
+wl_flow_cut(wl_flow *f)
+{
+	/* The other epoch closed before this cut could happen, so nothing
+	 * points to it any more and it can be reused. */
+	wl_epoch *n = f->cur == &f->eps[0] ? &f->eps[1] : &f->eps[0];
+
+	n->id = f->cur->id + 1;
+	n->live = 0;
+	f->closing = f->cur;
+	f->cur = n;
+	f->tagged = 0;
+	return f->closing->id;
+}
+
+uint64_t
+wl_flow_closing_live(const wl_flow *f)
+{
+	return f->closing ? f->closing->live : 0;
+}
+
+uint64_t
+wl_flow_epoch_events(const wl_flow *f)
+{
+	return f->tagged;
+}
+
+bool
+wl_flow_epoch_complete(wl_flow *f)
+{
+	if (f->closing == NULL || f->closing->live > 0)
+		return false;
+	/* Outputs leave events when they are buffered by a built-in sink:
+	 * their bytes must also have reached the file or the socket. */
+	for (size_t i = 0; i < f->t->nsinks; i++) {
+		if (f->sinks[i] == NULL)
+			continue;
+		wl_sink_flush(f->sinks[i]);
+		if (wl_sink_backlog(f->sinks[i]) > 0)
+			return false;
+	}
+	return true;
+}
+
+/* STATE records are cut into chunks of about this much payload. */
+#define STATE_CHUNK (1u << 20)
+
+typedef struct {
+	wl_ckbuf *b;
+	const char *step;
+	bool open;
+	uint64_t entries;
+} snap_ctx;
+
+static void
+snap_entry(void *arg, const wl_state_entry *e)
+{
+	snap_ctx *c = arg;
+
+	if (c->open && wl_ckbuf_payload(c->b) + e->klen + e->vlen > STATE_CHUNK) {
+		wl_ckbuf_end(c->b);
+		c->open = false;
+	}
+	if (!c->open) {
+		wl_ckbuf_begin(c->b, WL_CKREC_STATE);
+		wl_ckbuf_str(c->b, c->step);
+		c->open = true;
+	}
+	wl_ckbuf_u8(c->b, e->present);
+	wl_ckbuf_u32(c->b, e->klen);
+	wl_ckbuf_u32(c->b, e->present ? e->vlen : 0);
+	wl_ckbuf_put(c->b, e->key, e->klen);
+	if (e->present)
+		wl_ckbuf_put(c->b, e->value, e->vlen);
+	c->entries++;
+}
+
+uint64_t
+wl_flow_close_epoch(wl_flow *f, wl_ckbuf *b, bool full, int *fds,
+    size_t *nfds)
+{
+	snap_ctx c = { .b = b };
+
+	*nfds = 0;
+	for (size_t i = 0; i < f->t->nsteps; i++) {
+		step_rt *st = &f->steps[i];
+		if (st->def->kind != WL_STEP_STATE)
+			continue;
+		c.step = st->def->name;
+		c.open = false;
+		wl_state_each(f->state, st->id, full, snap_entry, &c);
+		if (c.open)
+			wl_ckbuf_end(b);
+	}
+	wl_state_clear_dirty(f->state);
+	for (size_t i = 0; i < f->t->nsinks; i++) {
+		if (f->sinks[i] == NULL || wl_sink_length(f->sinks[i]) < 0)
+			continue; /* connector and TCP sinks keep no length */
+		wl_ckbuf_begin(b, WL_CKREC_SINK);
+		wl_ckbuf_str(b, f->t->sinks[i].name);
+		wl_ckbuf_u64(b, wl_sink_length(f->sinks[i]));
+		wl_ckbuf_end(b);
+		if (wl_sink_fd(f->sinks[i]) >= 0)
+			fds[(*nfds)++] = wl_sink_fd(f->sinks[i]);
+	}
+	/* The next epoch goes on where it waited, in its order. */
+	f->closing = NULL;
+	for (size_t i = 0; i < f->t->nsteps; i++) {
+		step_rt *st = &f->steps[i];
+		for (size_t j = 0; st->held && j < st->nslots; j++)
+			wl_queue_prepend(&st->pending[j], &st->held[j]);
+	}
+	for (size_t i = 0; i < f->t->nsinks; i++) {
+		wl_event *e;
+		while ((e = wl_queue_pop(&f->sink_held[i])) != NULL)
+			deliver(f, (node_ref){ WL_NODE_SINK, (int)i }, e);
+	}
+	return c.entries;
+}
+
+wl_err
+wl_flow_restore_state(wl_flow *f, const char *step, const void *key,
+    uint32_t klen, const void *value, uint32_t vlen, bool present)
+{
+	for (size_t i = 0; i < f->t->nsteps; i++) {
+		step_rt *st = &f->steps[i];
+		wl_state_entry *e;
+		if (st->def->kind != WL_STEP_STATE ||
+		    strcmp(st->def->name, step) != 0)
+			continue;
+		e = wl_state_get(f->state, st->id, key, klen, present);
+		if (e == NULL)
+			return present ? WL_ERR_NOMEM : WL_OK;
+		return wl_state_set(f->state, e, value, vlen, present);
+	}
+	return WL_ERR_CONFIG;
+}
+
+void
+wl_flow_restored(wl_flow *f)
+{
+	/* What was restored is in the log already. */
+	wl_state_clear_dirty(f->state);
 }

@@ -22,6 +22,7 @@
 
 #include "err.h"
 #include "event.h"
+#include "ckptlog.h"
 #include "topology.h"
 
 typedef struct wl_flow wl_flow;
@@ -33,11 +34,16 @@ typedef struct {
 	void (*fatal)(void *arg, const char *why);
 } wl_flow_hooks;
 
-/* Builds the dataflow for `t` (which must outlive it), opening the sinks.
- * Runners are created but not started. */
+/* Builds the dataflow for `t` (which must outlive it); connector sinks
+ * start. Runners are created but not started. */
 wl_err wl_flow_new(wl_flow **out, struct ev_loop *loop, const wl_topology *t,
     const char *sockdir, const char *worker, uint64_t incarnation,
     const wl_flow_hooks *hooks, void *arg);
+
+/* Opens the built-in sinks (before wl_flow_start). `keep` (NULL: all -1)
+ * gives per sink the length a recovered file sink keeps (-1: truncate).
+ * WL_ERR_IO when one cannot be opened (logged). */
+wl_err wl_flow_open_sinks(wl_flow *f, const int64_t *keep);
 
 /* Spawns the runners (calls the ready hook at once when there are none). */
 void wl_flow_start(wl_flow *f);
@@ -75,6 +81,36 @@ void wl_flow_summary(const wl_flow *f, FILE *out);
 uint64_t wl_flow_outputs(const wl_flow *f);
 uint64_t wl_flow_errors(const wl_flow *f);
 uint32_t wl_flow_restarts(const wl_flow *f);
+
+/*
+ * Checkpoint epochs (docs/design.md, "Checkpoints"). After
+ * wl_flow_checkpoints_on, every source event is tagged with the current
+ * epoch, whose id starts at `first_id`. wl_flow_cut makes it the closing
+ * epoch and opens the next (returns the closing id; only when none is
+ * closing). While one closes, events of the next wait before state steps
+ * and sinks. wl_flow_epoch_complete says when nothing of the closing
+ * epoch is left (and built-in sinks have written its bytes);
+ * wl_flow_close_epoch then appends its STATE records (every entry when
+ * `full`, else those changed) and SINK records (lengths) to `b`, puts the
+ * file sinks' descriptors (to fsync) in `fds` (room for one per sink),
+ * and lets the waiting events go. Returns the state entries written.
+ */
+void wl_flow_checkpoints_on(wl_flow *f, uint64_t first_id);
+uint64_t wl_flow_cut(wl_flow *f);
+/* Events tagged with the current epoch since the last cut. */
+uint64_t wl_flow_epoch_events(const wl_flow *f);
+bool wl_flow_epoch_complete(wl_flow *f);
+/* Events of the closing epoch still in the dataflow (0: none closing). */
+uint64_t wl_flow_closing_live(const wl_flow *f);
+uint64_t wl_flow_close_epoch(wl_flow *f, wl_ckbuf *b, bool full, int *fds,
+    size_t *nfds);
+
+/* Recovery: sets the state of `key` in the state step named `step` (or
+ * removes it when !present). WL_ERR_CONFIG: no such state step. Call
+ * wl_flow_restored once everything is restored. */
+wl_err wl_flow_restore_state(wl_flow *f, const char *step, const void *key,
+    uint32_t klen, const void *value, uint32_t vlen, bool present);
+void wl_flow_restored(wl_flow *f);
 
 /* Closes sinks, kills runners, frees everything; accepts NULL. */
 void wl_flow_free(wl_flow *f);

@@ -15,7 +15,8 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	    "usage: wallaroo-engine --topology FILE [--state-dir DIR] [--name NAME]\n"
+	    "usage: wallaroo-engine --topology FILE [--state-dir DIR [--checkpoint-interval S]]\n"
+	    "                       [--name NAME]\n"
 	    "       wallaroo-engine --check-config FILE\n"
 	    "       wallaroo-engine --help | --version\n"
 	    "\n"
@@ -28,7 +29,10 @@ usage(FILE *f)
 	    "\n"
 	    "  --topology FILE     the application (docs/topology.md)\n"
 	    "  --check-config FILE validate FILE, print the resolved plan, start nothing\n"
-	    "  --state-dir DIR     directory for durable state (created if missing)\n"
+	    "  --state-dir DIR     checkpoint to DIR (created if missing) and recover\n"
+	    "                      from it on start: exactly-once results across crashes\n"
+	    "  --checkpoint-interval S\n"
+	    "                      seconds between checkpoints (default 1)\n"
 	    "  --name NAME         worker name in logs and the handshake (default: worker)\n"
 	    "  --help              this text\n"
 	    "  --version           the engine and protocol versions\n"
@@ -45,12 +49,15 @@ main(int argc, char **argv)
 		{ "check-config", required_argument, NULL, 'c' },
 		{ "state-dir", required_argument, NULL, 's' },
 		{ "name", required_argument, NULL, 'n' },
+		{ "checkpoint-interval", required_argument, NULL, 'i' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *topo = NULL, *check = NULL;
-	wl_engine_opts eo = { .name = "worker", .state_dir = NULL };
+	wl_engine_opts eo = { .name = "worker", .state_dir = NULL,
+	    .checkpoint_interval = 1.0 };
+	char *end;
 	wl_topology *t = NULL;
 	int c, rc;
 
@@ -60,6 +67,16 @@ main(int argc, char **argv)
 		case 'c': check = optarg; break;
 		case 's': eo.state_dir = optarg; break;
 		case 'n': eo.name = optarg; break;
+		case 'i':
+			eo.checkpoint_interval = strtod(optarg, &end);
+			if (end == optarg || *end != '\0' ||
+			    !(eo.checkpoint_interval >= 0.01 &&
+			    eo.checkpoint_interval <= 3600)) {
+				fprintf(stderr, "wallaroo-engine: --checkpoint-interval "
+				    "'%s': seconds from 0.01 to 3600\n", optarg);
+				return WL_EXIT_USAGE;
+			}
+			break;
 		case 'h': usage(stdout); return WL_EXIT_OK;
 		case 'V':
 			printf("wallaroo-engine %s (protocol 1.0)\n", PACKAGE_VERSION);

@@ -46,6 +46,7 @@ struct wl_sink {
 	 * only once their bytes have left the buffer: a reference to each
 	 * origin is held until then, with the total byte count it needs. */
 	uint64_t appended, written;  /* bytes ever put in / taken out of buf */
+	uint64_t base;               /* file: length kept from before (recovery) */
 	struct held { wl_origin *o; uint64_t end; } *held;
 	size_t hhead, hcount, hcap;
 };
@@ -210,7 +211,8 @@ tcp_connect(wl_sink *s)
 }
 
 wl_err
-wl_sink_open(wl_sink **out, struct ev_loop *loop, const wl_io *def)
+wl_sink_open(wl_sink **out, struct ev_loop *loop, const wl_io *def,
+    int64_t keep)
 {
 	wl_sink *s = calloc(1, sizeof(*s));
 
@@ -230,14 +232,39 @@ wl_sink_open(wl_sink **out, struct ev_loop *loop, const wl_io *def)
 	s->wio.data = s->retry.data = s;
 	if (def->type == WL_IO_FILE) {
 		s->ts = TS_NONE;
+		struct stat st;
 		if (mkdirs(def->path) != 0 ||
-		    (s->fd = open(def->path, O_WRONLY | O_CREAT | O_TRUNC |
-		    O_CLOEXEC, 0644)) < 0) {
+		    (s->fd = open(def->path, O_WRONLY | O_CREAT | O_CLOEXEC |
+		    (keep < 0 ? O_TRUNC : 0), 0644)) < 0) {
 			wl_log("SINK-ERROR", "sink '%s': cannot open %s: %s",
 			    def->name, def->path, strerror(errno));
 			free(s->buf);
 			free(s);
 			return WL_ERR_IO;
+		}
+		if (keep >= 0) {
+			/* Recovery: the checkpoint says how much of the file is
+			 * committed; what follows came from epochs that did not
+			 * complete and is produced again. A file shorter than
+			 * that lost committed output: no guessing. */
+			if (fstat(s->fd, &st) != 0 || st.st_size < keep ||
+			    ftruncate(s->fd, keep) != 0 ||
+			    lseek(s->fd, keep, SEEK_SET) != keep) {
+				wl_log("SINK-ERROR", "sink '%s': %s is %lld bytes, "
+				    "the checkpoint committed %lld: it was changed "
+				    "behind the engine's back", def->name, def->path,
+				    (long long)st.st_size, (long long)keep);
+				close(s->fd);
+				free(s->buf);
+				free(s);
+				return WL_ERR_IO;
+			}
+			if (st.st_size > keep)
+				wl_log("SINK-TRUNCATE", "sink '%s': %s cut from %lld "
+				    "to %lld bytes (the committed length); the rest "
+				    "is produced again", def->name, def->path,
+				    (long long)st.st_size, (long long)keep);
+			s->base = (uint64_t)keep;
 		}
 	} else {
 		tcp_connect(s);
@@ -321,6 +348,18 @@ wl_sink_flush(wl_sink *s)
 		file_write(s);
 	else if (s->ts == TS_UP)
 		tcp_write(s);
+}
+
+int64_t
+wl_sink_length(const wl_sink *s)
+{
+	return s->ts == TS_NONE ? (int64_t)(s->base + s->appended) : -1;
+}
+
+int
+wl_sink_fd(const wl_sink *s)
+{
+	return s->ts == TS_NONE ? s->fd : -1;
 }
 
 size_t

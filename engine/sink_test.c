@@ -104,7 +104,7 @@ test_files(struct ev_loop *loop)
 
 	snprintf(path, sizeof(path), "%s/new/dirs/out.bin", tmpdir);
 	def = file_def("len", path, WL_FRAMING_LENGTH);
-	TAP_OK(wl_sink_open(&s, loop, &def) == WL_OK,
+	TAP_OK(wl_sink_open(&s, loop, &def, -1) == WL_OK,
 	    "open a file sink whose directories do not exist yet");
 	wl_sink_write(s, ev_of("x"));
 	wl_sink_write(s, ev_of(""));
@@ -124,7 +124,7 @@ test_files(struct ev_loop *loop)
 
 	snprintf(path, sizeof(path), "%s/out.txt", tmpdir);
 	def = file_def("lines", path, WL_FRAMING_LINE);
-	TAP_OK(wl_sink_open(&s, loop, &def) == WL_OK, "open a line sink");
+	TAP_OK(wl_sink_open(&s, loop, &def, -1) == WL_OK, "open a line sink");
 	wl_sink_write(s, ev_of("a"));
 	wl_sink_write(s, ev_of(""));
 	wl_sink_write(s, ev_of("bc"));
@@ -135,7 +135,7 @@ test_files(struct ev_loop *loop)
 	    "after close the file holds each payload and a newline");
 
 	def = file_def("again", path, WL_FRAMING_LINE);
-	TAP_OK(wl_sink_open(&s, loop, &def) == WL_OK &&
+	TAP_OK(wl_sink_open(&s, loop, &def, -1) == WL_OK &&
 	    slurp(path, buf, sizeof(buf)) == 0, "opening truncates");
 	wl_sink_close(s);
 
@@ -148,7 +148,7 @@ test_files(struct ev_loop *loop)
 	snprintf(path, sizeof(path), "%s/plain/out.bin", tmpdir);
 	def = file_def("bad", path, WL_FRAMING_LENGTH);
 	s = NULL;
-	TAP_OK(fd >= 0 && wl_sink_open(&s, loop, &def) == WL_ERR_IO &&
+	TAP_OK(fd >= 0 && wl_sink_open(&s, loop, &def, -1) == WL_ERR_IO &&
 	    s == NULL, "a path that cannot be created fails with WL_ERR_IO");
 }
 
@@ -169,7 +169,7 @@ test_origins(struct ev_loop *loop)
 		def = file_def("origins", path, framing ? WL_FRAMING_LENGTH :
 		    WL_FRAMING_LINE);
 		if (wl_stream_pos_new(&sp, 0) != WL_OK ||
-		    wl_sink_open(&s, loop, &def) != WL_OK) {
+		    wl_sink_open(&s, loop, &def, -1) != WL_OK) {
 			TAP_OK(0, "open a sink and a stream");
 			return;
 		}
@@ -304,7 +304,7 @@ test_tcp(struct ev_loop *loop)
 	TAP_OK(r.lfd >= 0 && listen(r.lfd, 4) == 0, "a receiver listens on "
 	    "127.0.0.1:%u", port);
 	def = tcp_def(port);
-	TAP_OK(wl_sink_open(&s, loop, &def) == WL_OK, "open a TCP sink to it");
+	TAP_OK(wl_sink_open(&s, loop, &def, -1) == WL_OK, "open a TCP sink to it");
 	write_frames(s, 0, NTCP / 2);
 	wl_sink_flush(s);
 	RUN_UNTIL(loop, 5.0, receive(&r) >= nhalf && wl_sink_backlog(s) == 0);
@@ -332,7 +332,7 @@ test_tcp(struct ev_loop *loop)
 	r.buf = malloc(cap);
 	r.lfd = bound_socket(&port);
 	def = tcp_def(port);
-	TAP_OK(r.lfd >= 0 && wl_sink_open(&s, loop, &def) == WL_OK,
+	TAP_OK(r.lfd >= 0 && wl_sink_open(&s, loop, &def, -1) == WL_OK,
 	    "open a TCP sink to 127.0.0.1:%u, where nothing listens", port);
 	write_frames(s, 0, 10);
 	wl_sink_flush(s);

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,6 +66,8 @@ struct wl_source {
 	uint16_t port;
 	uint64_t events, bytes, errors;
 	uint64_t pauses;  /* times back pressure paused it */
+	bool resume;      /* file: start at resume_offset (recovery) */
+	uint64_t resume_offset, resume_id;
 };
 
 static uint32_t next_tcp_stream = 1u << 20;
@@ -193,6 +196,18 @@ reader_compact(reader *rd)
 	}
 }
 
+/* Bytes to read next: one chunk, never the whole buffer. The buffer is
+ * sized for the largest frame, and reading all of it at once (8 MiB by
+ * default) would bring in a whole file before back pressure, checked
+ * after each read, could pause the source. */
+static size_t
+read_room(const reader *rd)
+{
+	size_t room = rd->cap - rd->end;
+
+	return room < READ_CHUNK ? room : READ_CHUNK;
+}
+
 /* Reports a partial frame left at the end of a stream. */
 static void
 leftover(wl_source *s, reader *rd, const char *where)
@@ -205,6 +220,7 @@ leftover(wl_source *s, reader *rd, const char *where)
 		/* A last line without '\n' is still a line. */
 		emit(s, rd, rd->buf + rd->start, (uint32_t)n);
 		rd->start = rd->end = 0;
+		rd->offset += n;
 		return;
 	}
 	wl_log("SRC-TRUNCATED", "source '%s' %s offset %llu: stream ended "
@@ -239,7 +255,7 @@ file_cb(struct ev_loop *loop, ev_idle *w, int revents)
 	(void)loop;
 	(void)revents;
 	reader_compact(rd);
-	n = read(s->fd, rd->buf + rd->end, rd->cap - rd->end);
+	n = read(s->fd, rd->buf + rd->end, read_room(rd));
 	if (n < 0) {
 		if (errno == EINTR)
 			return;
@@ -295,7 +311,7 @@ conn_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)loop;
 	(void)revents;
 	reader_compact(rd);
-	n = read(c->fd, rd->buf + rd->end, rd->cap - rd->end);
+	n = read(c->fd, rd->buf + rd->end, read_room(rd));
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n <= 0) {
@@ -459,11 +475,54 @@ wl_source_start(wl_source *s)
 		return WL_ERR_NOMEM;
 	}
 	s->rd.stream_id = (uint32_t)s->index + 1;
+	if (s->resume) {
+		struct stat st;
+		if (fstat(s->fd, &st) != 0 ||
+		    (uint64_t)st.st_size < s->resume_offset ||
+		    lseek(s->fd, (off_t)s->resume_offset, SEEK_SET) < 0) {
+			wl_log("SRC-ERROR", "source '%s': %s is shorter than the "
+			    "checkpointed offset %llu: it is not the file the "
+			    "checkpoint read", s->def->name, s->def->path,
+			    (unsigned long long)s->resume_offset);
+			close(s->fd);
+			s->fd = -1;
+			return WL_ERR_IO;
+		}
+		s->rd.offset = s->resume_offset;
+		s->rd.next_id = s->resume_id + 1;
+		wl_log("SRC-RESUME", "source '%s' resumes %s at offset %llu "
+		    "after message %llu", s->def->name, s->def->path,
+		    (unsigned long long)s->resume_offset,
+		    (unsigned long long)s->resume_id);
+	}
 	s->state = SS_READING;
 	wl_log("SRC-START", "source '%s' reading %s", s->def->name,
 	    s->def->path);
 	ev_idle_start(s->loop, &s->idle);
 	return WL_OK;
+}
+
+void
+wl_source_seek(wl_source *s, uint64_t offset, uint64_t last_id)
+{
+	s->resume = true;
+	s->resume_offset = offset;
+	s->resume_id = last_id;
+}
+
+bool
+wl_source_position(const wl_source *s, uint64_t *offset, uint64_t *last_id)
+{
+	if (s->def->type != WL_IO_FILE)
+		return false;
+	if (s->state == SS_NEW) {
+		*offset = s->resume ? s->resume_offset : 0;
+		*last_id = s->resume ? s->resume_id : 0;
+		return true;
+	}
+	*offset = s->rd.offset;
+	*last_id = s->rd.next_id - 1;
+	return true;
 }
 
 void

@@ -37,6 +37,14 @@ wl_err wl_source_new(wl_source **out, struct ev_loop *loop, const wl_io *def,
  * address that cannot be bound is an error (logged). */
 wl_err wl_source_start(wl_source *s);
 
+/* Recovery, before wl_source_start: a file source starts reading at byte
+ * `offset`, numbering messages after `last_id`. */
+void wl_source_seek(wl_source *s, uint64_t offset, uint64_t last_id);
+/* A file source's position: the offset after the last event it emitted
+ * and that event's id (what a checkpoint records). False for TCP. */
+bool wl_source_position(const wl_source *s, uint64_t *offset,
+    uint64_t *last_id);
+
 /* Reads again after a pause. */
 void wl_source_resume(wl_source *s);
 

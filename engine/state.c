@@ -15,6 +15,9 @@ struct wl_state {
 	size_t nbuckets;   /* a power of two */
 	size_t count;
 	size_t bytes;
+	/* Entries changed since the last checkpoint, each once (dirty flag). */
+	wl_state_entry **dirty;
+	size_t ndirty, capdirty;
 };
 
 wl_err
@@ -49,6 +52,7 @@ wl_state_free(wl_state *s)
 		}
 	}
 	free(s->buckets);
+	free(s->dirty);
 	free(s);
 }
 
@@ -125,6 +129,20 @@ wl_state_set(wl_state *s, wl_state_entry *e, const void *value, uint32_t vlen,
 			return WL_ERR_NOMEM;
 		memcpy(v, value, vlen);
 	}
+	if (!e->dirty) {
+		if (s->ndirty == s->capdirty) {
+			size_t nc = s->capdirty ? s->capdirty * 2 : 1024;
+			wl_state_entry **nd = realloc(s->dirty, nc * sizeof(*nd));
+			if (nd == NULL) {
+				free(v);
+				return WL_ERR_NOMEM;
+			}
+			s->dirty = nd;
+			s->capdirty = nc;
+		}
+		s->dirty[s->ndirty++] = e;
+		e->dirty = true;
+	}
 	s->bytes -= e->vlen;
 	free(e->value);
 	e->value = v;
@@ -144,4 +162,34 @@ size_t
 wl_state_bytes(const wl_state *s)
 {
 	return s->bytes;
+}
+
+void
+wl_state_each(wl_state *s, uint32_t state_id, bool all, wl_state_fn fn,
+    void *arg)
+{
+	if (!all) {
+		for (size_t i = 0; i < s->ndirty; i++)
+			if (s->dirty[i]->state_id == state_id)
+				fn(arg, s->dirty[i]);
+		return;
+	}
+	for (size_t i = 0; i < s->nbuckets; i++)
+		for (wl_state_entry *e = s->buckets[i]; e; e = e->next)
+			if (e->state_id == state_id && e->present)
+				fn(arg, e);
+}
+
+void
+wl_state_clear_dirty(wl_state *s)
+{
+	for (size_t i = 0; i < s->ndirty; i++)
+		s->dirty[i]->dirty = false;
+	s->ndirty = 0;
+}
+
+size_t
+wl_state_dirty(const wl_state *s)
+{
+	return s->ndirty;
 }

@@ -24,6 +24,7 @@ struct wl_state_entry {
 	uint32_t klen;
 	uint32_t vlen;
 	bool present;          /* false: the key has no state yet */
+	bool dirty;            /* set since the last wl_state_take_dirty */
 	uint8_t *value;        /* vlen bytes, owned by the entry */
 	wl_state_entry *mark;  /* scratch link for building batches */
 	uint8_t key[];
@@ -48,6 +49,18 @@ wl_state_entry *wl_state_get(wl_state *s, uint32_t state_id, const void *key,
  * clears it (present = false, value ignored). */
 wl_err wl_state_set(wl_state *s, wl_state_entry *e, const void *value,
     uint32_t vlen, bool present);
+
+/* Calls `fn` for every entry of `state_id` that wl_state_set changed
+ * since the last call (any state id) and forgets them all; `all` calls it
+ * for every entry of `state_id` with a value instead. The dirty set is
+ * what an incremental checkpoint writes. */
+typedef void (*wl_state_fn)(void *arg, const wl_state_entry *e);
+void wl_state_each(wl_state *s, uint32_t state_id, bool all, wl_state_fn fn,
+    void *arg);
+/* Forgets the dirty set (after the last wl_state_each of a checkpoint). */
+void wl_state_clear_dirty(wl_state *s);
+/* Entries changed since wl_state_clear_dirty. */
+size_t wl_state_dirty(const wl_state *s);
 
 /* Number of entries and bytes of keys plus values held. */
 size_t wl_state_count(const wl_state *s);

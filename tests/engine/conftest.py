@@ -26,12 +26,15 @@ def engine_binary():
 class Engine:
     """A running wallaroo-engine, its stderr collected line by line."""
 
-    def __init__(self, args, cwd):
+    def __init__(self, args, cwd, group=False):
         self.lines = []
         self.cond = threading.Condition()
+        # group: the engine leads its own process group, so that a crash of
+        # the whole machine (engine and children) can be simulated.
         self.proc = subprocess.Popen(
             [engine_binary()] + args, cwd=cwd, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
+            stderr=subprocess.PIPE, text=True, start_new_session=group)
+        self.group = group
         self.stdout = ""
         self._out = []
         self._t_err = threading.Thread(target=self._pump_err, daemon=True)
@@ -108,6 +111,19 @@ class Engine:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self.group:
+            self.kill_group()
+
+    def kill_group(self):
+        """SIGKILL to the engine and every process it started."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self._t_err.join(10)
+        self._t_out.join(10)
+        self.stdout = "".join(self._out)
 
 
 @pytest.fixture
@@ -116,10 +132,11 @@ def engine(tmp_path):
     directory and starts the engine on it."""
     started = []
 
-    def start(topology, *extra):
+    def start(topology, *extra, group=False):
         path = tmp_path / "topology.yaml"
         path.write_text(topology)
-        e = Engine(["--topology", str(path)] + list(extra), cwd=str(tmp_path))
+        e = Engine(["--topology", str(path)] + list(extra), cwd=str(tmp_path),
+                   group=group)
         started.append(e)
         return e
 

@@ -1,0 +1,216 @@
+"""Checkpoints and recovery (--state-dir): the engine killed at any moment
+and started again with the same command gives the output of a run without
+the crash; SIGTERM takes a final checkpoint; the log's torn tail is
+ignored, its corrupt middle refused, a failed write loud.
+
+The oracle: each input line is a key; the state step counts per key and
+emits "key:count", so every key's outputs must read key:1, key:2, ...
+key:n once each, in order, n being the key's occurrences in the input."""
+import collections
+import os
+import random
+import sys
+import time
+
+from conftest import raw_program
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_connectors import check_exactly_once, conn_program  # noqa: E402
+
+KEYS = 37
+
+
+def write_input(tmp_path, lines, seed=1):
+    rnd = random.Random(seed)
+    keys = [b"k%02d" % rnd.randrange(KEYS) for _ in range(lines)]
+    # Padded so that the input spans several of the source's 256 KiB reads
+    # (back pressure pauses a file source between reads).
+    pad = b" " + b"." * 96
+    (tmp_path / "in.txt").write_bytes(b"".join(k + pad + b"\n" for k in keys))
+    return collections.Counter(keys)
+
+
+def topology(slow_ms="0.05", limits="queue_max_bytes: 20000, batch_max_events: 64"):
+    return ("application: oracle\n"
+            "limits: {" + limits + "}\n"
+            "programs:\n" + raw_program(instances=2, WL_SLOW_MS=slow_ms) +
+            "sources:\n  in: {type: file, path: in.txt, framing: line}\n"
+            "steps:\n"
+            "  by-key: {kind: key_by, key: {offset: 0, length: 3}, inputs: [in]}\n"
+            "  count: {kind: state, program: raw, function: count, state: counts, "
+            "inputs: [by-key]}\n"
+            "sinks:\n  out: {type: file, path: out/counts.txt, framing: line, "
+            "inputs: [count]}\n")
+
+
+def check_oracle(path, want):
+    """Per key: lost, duplicated and out-of-order counts must all be 0."""
+    seen = collections.defaultdict(list)
+    for line in path.read_bytes().splitlines():
+        k, n = line.split(b":")
+        seen[k].append(int(n))
+    problems = []
+    for k, n in want.items():
+        got = seen.pop(k, [])
+        if got != list(range(1, n + 1)):
+            c = collections.Counter(got)
+            lost = sum(1 for i in range(1, n + 1) if i not in c)
+            dup = sum(v - 1 for v in c.values() if v > 1)
+            problems.append("%s: %d outputs for %d inputs, %d lost, %d duplicated, "
+                            "first %r" % (k.decode(), len(got), n, lost, dup, got[:8]))
+    problems += ["unexpected key %r" % k for k in seen]
+    assert not problems, "\n".join(problems[:10])
+
+
+def wait_lines(path, n, timeout=30.0):
+    """Polls (with a deadline) until `path` has at least `n` lines."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= n:
+            return
+        time.sleep(0.01)
+    raise AssertionError("%s never reached %d lines" % (path, n))
+
+
+def wait_count(e, pattern, n, timeout=60.0):
+    """Waits (with a deadline) for `n` stderr lines matching `pattern`."""
+    deadline = time.monotonic() + timeout
+    while e.count(pattern) < n:
+        if time.monotonic() > deadline or e.proc.poll() is not None:
+            raise AssertionError("%d lines matching %r, wanted %d:\n%s"
+                                 % (e.count(pattern), pattern, n, e.log()))
+        time.sleep(0.02)
+
+
+def args(tmp_path, interval="0.05"):
+    return ["--state-dir", str(tmp_path / "state"), "--checkpoint-interval", interval]
+
+
+def test_killed_engine_restarts_from_its_last_checkpoint_exactly_once(engine, tmp_path):
+    want = write_input(tmp_path, 20000)
+    kills = 0
+    for round_ in range(4):
+        e = engine(topology(), *args(tmp_path), group=True)
+        # Die a different while after a checkpoint each round: the kill may
+        # land in a cut, in a write, or between them.
+        e.wait_for(r"CKPT-DONE checkpoint \d+ durable", timeout=60)
+        if round_ > 0:
+            e.wait_for(r"CKPT-RECOVER recovered checkpoint \d+")
+        if e.proc.poll() is not None:
+            break  # finished before the kill
+        e.kill_group()
+        kills += 1
+    e = engine(topology(), *args(tmp_path))
+    assert e.wait(120) == 0, e.log()
+    assert kills >= 2, "the input ran out before the engine was killed twice"
+    e.wait_for(r"CKPT-RECOVER recovered checkpoint \d+ from .*state")
+    check_oracle(tmp_path / "out" / "counts.txt", want)
+    assert e.summary()["checkpoints"]["failed"] == "0"
+
+
+def test_sigterm_takes_a_final_checkpoint_and_the_next_run_continues(engine, tmp_path):
+    want = write_input(tmp_path, 6000)
+    e = engine(topology(slow_ms="0.5"), *args(tmp_path, interval="10"))
+    e.wait_for(r"SRC-START source 'in'")
+    wait_lines(tmp_path / "out" / "counts.txt", 500)
+    e.terminate()
+    assert e.wait(60) == 0, e.log()
+    # The interval is 10 s: the only checkpoint is the final one.
+    e.wait_for(r"CKPT-DONE checkpoint 1 durable")
+    done = len((tmp_path / "out" / "counts.txt").read_bytes().splitlines())
+    assert 0 < done < 6000, "SIGTERM did not land mid-stream (%d outputs)" % done
+    e = engine(topology(), *args(tmp_path))
+    assert e.wait(60) == 0, e.log()
+    line = e.wait_for(r"SRC-RESUME source 'in' resumes .* after message (\d+)")
+    assert line.endswith("after message %d" % done)
+    e.wait_for(r"SINK-TRUNCATE|CKPT-RECOVER")
+    check_oracle(tmp_path / "out" / "counts.txt", want)
+
+
+def test_a_finished_run_started_again_changes_nothing(engine, tmp_path):
+    want = write_input(tmp_path, 2000)
+    e = engine(topology(), *args(tmp_path))
+    assert e.wait(60) == 0, e.log()
+    before = (tmp_path / "out" / "counts.txt").read_bytes()
+    e = engine(topology(), *args(tmp_path))
+    assert e.wait(60) == 0, e.log()
+    assert (tmp_path / "out" / "counts.txt").read_bytes() == before
+    assert e.summary()["application"]["events_in"] == "0"
+    check_oracle(tmp_path / "out" / "counts.txt", want)
+
+
+def test_a_torn_log_tail_is_dropped_and_recovery_uses_the_last_complete_checkpoint(
+        engine, tmp_path):
+    want = write_input(tmp_path, 2000)
+    e = engine(topology(), *args(tmp_path))
+    assert e.wait(60) == 0, e.log()
+    log = tmp_path / "state" / "checkpoints.log"
+    size = log.stat().st_size
+    with open(log, "ab") as fh:
+        fh.write(b"WLCK\x01\x00\x01\x00\xff\x00\x00\x00garbage of a write cut short")
+    e = engine(topology(), *args(tmp_path))
+    assert e.wait(60) == 0, e.log()
+    e.wait_for(r"CKPT-TORN .*checkpoints.log: \d+ bytes after the last complete "
+               r"checkpoint \(a torn record\) dropped")
+    assert log.stat().st_size == size
+    check_oracle(tmp_path / "out" / "counts.txt", want)
+
+
+def test_corruption_in_the_middle_of_the_log_stops_the_engine(engine, tmp_path):
+    write_input(tmp_path, 12000)
+    e = engine(topology(slow_ms="0.1"), *args(tmp_path, interval="0.02"))
+    assert e.wait(60) == 0, e.log()
+    assert int(e.summary()["checkpoints"]["checkpoints"]) >= 3
+    log = tmp_path / "state" / "checkpoints.log"
+    data = bytearray(log.read_bytes())
+    data[len(data) // 3] ^= 0x20
+    log.write_bytes(bytes(data))
+    e = engine(topology(), *args(tmp_path))
+    assert e.wait(60) == 1, e.log()
+    e.wait_for(r"CKPT-CORRUPT cannot recover from .*state: .*checkpoints.log offset "
+               r"\d+: a damaged record .* corrupt in the middle")
+    assert "READY" not in e.log()
+
+
+def test_a_checkpoint_that_cannot_be_written_fails_loudly_and_acks_nothing(engine, tmp_path):
+    """The full checkpoint goes to checkpoints.log.new: made a link to
+    /dev/full, its write fails with ENOSPC, as on a full disk."""
+    write_input(tmp_path, 3000)
+    (tmp_path / "state").mkdir()
+    e = engine(topology(slow_ms="0.2"), *args(tmp_path, interval="1"))
+    e.wait_for(r"CKPT-EMPTY")
+    os.symlink("/dev/full", tmp_path / "state" / "checkpoints.log.new")
+    line = e.wait_for(r"CKPT-FAIL checkpoint 1 failed: write .*checkpoints.log.new: "
+                      r"No space left on device; the previous checkpoint stands")
+    assert line
+    # The failed write removed its file; the next (full) one succeeds.
+    assert e.wait(120) == 0, e.log()
+    e.wait_for(r"CKPT-DONE checkpoint \d+ durable: \d+ bytes \(full\)")
+    s = e.summary()["checkpoints"]
+    assert int(s["failed"]) >= 1 and int(s["checkpoints"]) >= 1
+
+
+def test_killed_engine_with_a_connector_source_resumes_exactly_once(engine, tmp_path):
+    """A source connector is acknowledged only up to durable checkpoints:
+    after the engine and its children die, the new engine resumes the
+    streams from the checkpoint and the sink gets everything once."""
+    env = dict(WL_STATE=str(tmp_path), WL_COUNT=4000, WL_STREAMS=2)
+    topo = ("application: csrc\n"
+            "programs:\n" + raw_program(instances=2, WL_SLOW_MS="0.1") +
+            conn_program("feed", **env) +
+            "sources:\n  in: {type: connector, program: feed}\n"
+            "steps:\n  up: {kind: stateless, program: raw, function: upper, inputs: [in]}\n"
+            "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [up]}\n")
+    for _ in range(2):
+        e = engine(topo, *args(tmp_path), group=True)
+        wait_count(e, r"CKPT-DONE checkpoint \d+ durable", 3)
+        assert e.proc.poll() is None, "finished before the kill"
+        e.kill_group()
+    # The connector was told only what durable checkpoints cover.
+    acked = [int((tmp_path / ("acked-s%d" % i)).read_text() or 0)
+             for i in range(2) if (tmp_path / ("acked-s%d" % i)).exists()]
+    assert all(a < 4000 for a in acked), acked
+    e = engine(topo, *args(tmp_path))
+    assert e.wait(120) == 0, e.log()
+    e.wait_for(r"CONN-STREAM source in/0 opened stream \d+ 's0': resume after \d+")
+    check_exactly_once(tmp_path / "out.txt", 2, 4000)
