@@ -15,6 +15,17 @@
  * until the sink's InDoubt list on the next connection says which way it
  * went. Every other unresolved epoch is abandoned (the sink gets an Abort
  * if it lists it) and its outputs are sent again in a new epoch.
+ *
+ * With checkpoints (wl_csink_checkpoints_on) an epoch belongs to one
+ * checkpoint: its number is the checkpoint id << EPOCH_SHIFT plus a
+ * sequence, so that any engine can tell from an in-doubt epoch which
+ * checkpoint it rests on. The dataflow says when a checkpoint's outputs
+ * have all reached the csink (wl_csink_close_epoch); the csink then
+ * prepares its epochs of it, and once the sink has answered Prepared the
+ * outputs count as done (the checkpoint can complete: the sink holds them
+ * durably). Commit waits for the checkpoint to be durable
+ * (wl_csink_durable). A connection lost after Prepared keeps the epoch:
+ * the sink lists it in InDoubt and the decision is the checkpoint's.
  */
 #include "csink.h"
 
@@ -28,6 +39,7 @@
 #include "runner.h"
 
 #define EPOCH_S 0.05
+#define EPOCH_SHIFT 20
 
 typedef struct sbatch sbatch;
 struct sbatch {
@@ -41,6 +53,8 @@ typedef enum {
 	EP_OPEN,        /* batches are being added */
 	EP_CLOSED,      /* no more batches; waiting for their answers */
 	EP_PREPARING,   /* Prepare sent */
+	EP_PREPARED,    /* checkpoints: prepared (outputs released), waiting
+	                   for the checkpoint to be durable */
 	EP_COMMITTING,  /* Commit sent: the decision is taken */
 } ep_state;
 
@@ -48,6 +62,7 @@ typedef struct ep ep;
 struct ep {
 	ep *next;
 	uint64_t epoch;
+	uint64_t ckpt;  /* checkpoints: the checkpoint it belongs to */
 	ep_state st;
 	uint32_t nbatches;
 	wl_queue held;  /* events of answered batches, until the commit */
@@ -77,6 +92,13 @@ struct wl_csink {
 	uint64_t next_epoch;
 	uint64_t pending_events;
 	size_t pending_bytes;
+	/* Checkpoints. */
+	bool ckpt;
+	uint64_t recovered_id;   /* the checkpoint this incarnation started from */
+	uint64_t durable_id;     /* the last durable checkpoint */
+	uint64_t closed_id;      /* every output of checkpoints <= it is here */
+	uint64_t ep_seq;
+	uint64_t unresolved;     /* epochs prepared or committing */
 	uint64_t events, bytes, resent, too_large;
 	bool failed;
 };
@@ -126,11 +148,13 @@ send_decision(conn *c, uint64_t epoch, bool commit)
 
 	if (commit) {
 		cm.epoch = epoch;
+		cm.checkpoint_id = c->sink->ckpt ? epoch >> EPOCH_SHIFT : 0;
 		cm.incarnation = c->sink->cfg.incarnation;
 		f.body_case = WALLAROO__V1__FRAME__BODY_COMMIT;
 		f.commit = &cm;
 	} else {
 		ab.epoch = epoch;
+		ab.checkpoint_id = c->sink->ckpt ? epoch >> EPOCH_SHIFT : 0;
 		ab.incarnation = c->sink->cfg.incarnation;
 		f.body_case = WALLAROO__V1__FRAME__BODY_ABORT;
 		f.abort = &ab;
@@ -150,6 +174,8 @@ find_ep(conn *c, uint64_t epoch)
 static void
 remove_ep(conn *c, ep *x)
 {
+	if (x->st == EP_PREPARED || x->st == EP_COMMITTING)
+		c->sink->unresolved--;
 	for (ep **p = &c->eps; *p != NULL; p = &(*p)->next) {
 		if (*p == x) {
 			*p = x->next;
@@ -161,23 +187,54 @@ remove_ep(conn *c, ep *x)
 	free(x);
 }
 
+/* The checkpoint of an output (0 when checkpoints are off). */
 static uint64_t
-batch_epoch(conn *c, ev_tstamp now)
+ckpt_of(const wl_event *e)
 {
-	ep *x, **tail;
+	return e->epoch != NULL ? e->epoch->id : 0;
+}
 
-	if (!c->twopc)
-		return 0;
-	if (c->cur != NULL)
-		return c->cur->epoch;
-	x = calloc(1, sizeof(*x));
+/* Appends a new epoch in state `st`; NULL when out of memory. */
+static ep *
+add_ep(conn *c, uint64_t epoch, uint64_t ckpt, ep_state st)
+{
+	ep *x = calloc(1, sizeof(*x)), **tail;
+
 	if (x == NULL)
-		return 0;
-	x->epoch = c->sink->next_epoch++;
-	x->st = EP_OPEN;
+		return NULL;
+	x->epoch = epoch;
+	x->ckpt = ckpt;
+	x->st = st;
+	if (st == EP_PREPARED || st == EP_COMMITTING)
+		c->sink->unresolved++;
 	for (tail = &c->eps; *tail != NULL; tail = &(*tail)->next)
 		;
 	*tail = x;
+	return x;
+}
+
+static uint64_t
+batch_epoch(conn *c, ev_tstamp now, uint64_t ckpt)
+{
+	wl_csink *s = c->sink;
+	ep *x;
+
+	if (!c->twopc)
+		return 0;
+	if (c->cur != NULL && (!s->ckpt || c->cur->ckpt == ckpt))
+		return c->cur->epoch;
+	if (c->cur != NULL) {
+		/* A later checkpoint's output: the earlier one is complete
+		 * here (the dataflow holds a checkpoint's outputs back until
+		 * the one before is done). */
+		c->cur->st = EP_CLOSED;
+		c->cur = NULL;
+	}
+	x = add_ep(c, s->ckpt ? (ckpt << EPOCH_SHIFT) |
+	    (++s->ep_seq & ((1u << EPOCH_SHIFT) - 1)) : s->next_epoch++, ckpt,
+	    EP_OPEN);
+	if (x == NULL)
+		return 0;
 	c->cur = x;
 	c->cur_since = now;
 	return x->epoch;
@@ -234,17 +291,20 @@ send_batches(conn *c, ev_tstamp now)
 
 		if (b == NULL)
 			return;
+		uint64_t ckpt = ckpt_of(c->pending.head);
 		while (c->pending.count > 0 &&
 		    b->events.count < lim->batch_max_events) {
 			wl_event *e = c->pending.head;
 			size_t sz = (size_t)e->klen + e->plen + 32;
 			if (b->events.count > 0 && bytes + sz > max_bytes)
 				break;
+			if (ckpt_of(e) != ckpt)
+				break; /* one checkpoint per batch */
 			wl_queue_push(&b->events, wl_queue_pop(&c->pending));
 			bytes += sz;
 		}
 		b->id = ++s->next_batch_id;
-		b->epoch = batch_epoch(c, now);
+		b->epoch = batch_epoch(c, now, ckpt);
 		if (encode(s, b, &m) != WL_OK) {
 			rewind_queue(c, &b->events);
 			free(b);
@@ -291,7 +351,16 @@ advance_epochs(conn *c, ev_tstamp now)
 {
 	if (!c->twopc || !c->up || c->indoubt_wait)
 		return;
-	if (c->cur != NULL && c->cur->nbatches > 0 &&
+	if (c->sink->ckpt) {
+		/* Closed when the dataflow has given every output of its
+		 * checkpoint and none of them waits here unsent. */
+		if (c->cur != NULL && c->cur->ckpt <= c->sink->closed_id &&
+		    (c->pending.count == 0 ||
+		    ckpt_of(c->pending.head) > c->cur->ckpt)) {
+			c->cur->st = EP_CLOSED;
+			c->cur = NULL;
+		}
+	} else if (c->cur != NULL && c->cur->nbatches > 0 &&
 	    (c->pending.count == 0 || now - c->cur_since >= EPOCH_S)) {
 		c->cur->st = EP_CLOSED;
 		c->cur = NULL;
@@ -305,6 +374,7 @@ advance_epochs(conn *c, ev_tstamp now)
 		if (c->head != NULL && c->head->epoch <= x->epoch)
 			break; /* answers come in order: later ones wait too */
 		pr.epoch = x->epoch;
+		pr.checkpoint_id = x->ckpt;
 		pr.incarnation = c->sink->cfg.incarnation;
 		f.body_case = WALLAROO__V1__FRAME__BODY_PREPARE;
 		f.prepare = &pr;
@@ -359,33 +429,59 @@ on_indoubt(conn *c, const Wallaroo__V1__InDoubt *d)
 {
 	wl_csink *s = c->sink;
 
-	/* Commit was sent for these: listed means prepared and waiting for
-	 * the decision again; not listed means the sink committed it. */
+	/* Epochs this engine decided or holds prepared: listed means the
+	 * sink still holds them, not listed that it committed them. */
 	for (ep *x = c->eps, *nx; x != NULL; x = nx) {
 		bool listed = false;
 		nx = x->next;
 		for (size_t i = 0; i < d->n_epochs; i++)
 			listed |= d->epochs[i] == x->epoch;
-		if (x->st != EP_COMMITTING)
-			continue;
-		if (listed) {
-			send_decision(c, x->epoch, true);
-		} else {
-			release_queue(s, &x->held);
-			remove_ep(c, x);
+		if (x->st == EP_COMMITTING) {
+			if (listed) {
+				send_decision(c, x->epoch, true);
+			} else {
+				release_queue(s, &x->held);
+				remove_ep(c, x);
+			}
+		} else if (x->st == EP_PREPARED) {
+			if (!listed) {
+				wl_log("CONN-LOST", "sink %s/%u no longer holds epoch "
+				    "%llu, which it had prepared: its outputs are lost "
+				    "(a 2PC sink must keep a prepared epoch until "
+				    "Commit or Abort)", s->cfg.def->name, c->instance,
+				    (unsigned long long)x->epoch);
+				remove_ep(c, x);
+			} else if (x->ckpt <= s->durable_id) {
+				x->st = EP_COMMITTING;
+				send_decision(c, x->epoch, true);
+			}
 		}
 	}
 	for (size_t i = 0; i < d->n_epochs; i++) {
-		ep *x = find_ep(c, d->epochs[i]);
-		if (x == NULL || x->st != EP_COMMITTING) {
-			wl_log("CONN-INDOUBT", "sink %s/%u holds epoch %llu "
-			    "prepared; not committed by this engine: abort",
-			    s->cfg.def->name, c->instance,
-			    (unsigned long long)d->epochs[i]);
-			send_decision(c, d->epochs[i], false);
+		uint64_t e = d->epochs[i], ck = e >> EPOCH_SHIFT;
+		uint64_t inc = i < d->n_incarnations ? d->incarnations[i] : 0;
+		ep *x = find_ep(c, e);
+		if (x != NULL && (x->st == EP_COMMITTING || x->st == EP_PREPARED))
+			continue;
+		/* Prepared by an earlier incarnation in a checkpoint that
+		 * became durable (it is at most the one recovered from): that
+		 * checkpoint counted on these outputs, so they are committed. */
+		if (s->ckpt && inc != s->cfg.incarnation && ck != 0 &&
+		    ck <= s->recovered_id &&
+		    (x = add_ep(c, e, ck, EP_COMMITTING)) != NULL) {
+			wl_log("CONN-INDOUBT", "sink %s/%u holds epoch %llu of "
+			    "checkpoint %llu, which is durable: commit",
+			    s->cfg.def->name, c->instance, (unsigned long long)e,
+			    (unsigned long long)ck);
+			send_decision(c, e, true);
+			continue;
 		}
-		if (d->epochs[i] >= s->next_epoch)
-			s->next_epoch = d->epochs[i] + 1;
+		wl_log("CONN-INDOUBT", "sink %s/%u holds epoch %llu prepared; not "
+		    "committed by this engine: abort", s->cfg.def->name,
+		    c->instance, (unsigned long long)e);
+		send_decision(c, e, false);
+		if (!s->ckpt && e >= s->next_epoch)
+			s->next_epoch = e + 1;
 	}
 	c->indoubt_wait = false;
 }
@@ -423,8 +519,21 @@ hook_frame(void *arg, wl_runner *r, const wl_frame *f,
 			wl_runner_drop(c->slot, 0, "PREPARE", why);
 			return WL_OK;
 		}
-		/* No checkpoint to wait for yet: commit at once. */
+		if (c->sink->ckpt) {
+			/* Durable at the sink: the outputs are done as far as
+			 * the checkpoint is concerned; the commit waits for it. */
+			release_queue(c->sink, &x->held);
+			x->st = EP_PREPARED;
+			c->sink->unresolved++;
+			if (x->ckpt <= c->sink->durable_id) {
+				x->st = EP_COMMITTING;
+				send_decision(c, x->epoch, true);
+			}
+			return WL_OK;
+		}
+		/* No checkpoint to wait for: commit at once. */
 		x->st = EP_COMMITTING;
+		c->sink->unresolved++;
 		send_decision(c, x->epoch, true);
 		return WL_OK;
 	case WALLAROO__V1__FRAME__BODY_RESOLVED:
@@ -482,8 +591,8 @@ hook_down(void *arg, wl_runner *r)
 	 * flight, in order: together they are older than anything pending. */
 	for (ep *x = c->eps, *nx; x != NULL; x = nx) {
 		nx = x->next;
-		if (x->st == EP_COMMITTING)
-			continue;
+		if (x->st == EP_COMMITTING || x->st == EP_PREPARED)
+			continue; /* held by the sink: InDoubt will list it */
 		wl_queue_append(&back, &x->held);
 		remove_ep(c, x);
 	}
@@ -662,6 +771,43 @@ wl_csink_restarts(const wl_csink *s)
 	for (size_t i = 0; i < s->nconns; i++)
 		n += wl_runner_restarts(s->conns[i].slot);
 	return n;
+}
+
+void
+wl_csink_checkpoints_on(wl_csink *s, uint64_t recovered_id)
+{
+	s->ckpt = true;
+	s->recovered_id = s->durable_id = s->closed_id = recovered_id;
+}
+
+void
+wl_csink_close_epoch(wl_csink *s, uint64_t id)
+{
+	if (id > s->closed_id)
+		s->closed_id = id;
+}
+
+void
+wl_csink_durable(wl_csink *s, uint64_t id)
+{
+	s->durable_id = id;
+	for (size_t i = 0; i < s->nconns; i++) {
+		conn *c = &s->conns[i];
+		if (!c->up || c->indoubt_wait)
+			continue; /* InDoubt will bring them back */
+		for (ep *x = c->eps; x != NULL; x = x->next) {
+			if (x->st != EP_PREPARED || x->ckpt > id)
+				continue;
+			x->st = EP_COMMITTING;
+			send_decision(c, x->epoch, true);
+		}
+	}
+}
+
+uint64_t
+wl_csink_unresolved(const wl_csink *s)
+{
+	return s->unresolved;
 }
 
 void

@@ -51,6 +51,21 @@ void wl_csink_tick(wl_csink *s, ev_tstamp now);
 uint64_t wl_csink_pending(const wl_csink *s);
 size_t wl_csink_pending_bytes(const wl_csink *s);
 
+/*
+ * Checkpoints (csink.c, top). wl_csink_checkpoints_on: epochs follow the
+ * checkpoints, and in-doubt epochs of earlier incarnations are committed
+ * when their checkpoint is at most `recovered_id`. wl_csink_close_epoch:
+ * every output of checkpoints <= `id` has been written here; prepare
+ * them (outputs count as taken over at Prepared). wl_csink_durable:
+ * checkpoint `id` is on disk; commit its epochs and the earlier ones.
+ * wl_csink_unresolved: epochs prepared or committed and not yet resolved
+ * (the engine must not stop before they are).
+ */
+void wl_csink_checkpoints_on(wl_csink *s, uint64_t recovered_id);
+void wl_csink_close_epoch(wl_csink *s, uint64_t id);
+void wl_csink_durable(wl_csink *s, uint64_t id);
+uint64_t wl_csink_unresolved(const wl_csink *s);
+
 /* Says Goodbye (call once nothing is pending); kills the process if it
  * has not exited after `grace` seconds. */
 void wl_csink_stop(wl_csink *s, ev_tstamp grace);

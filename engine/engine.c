@@ -245,12 +245,13 @@ ckpt_done(void *arg, uint64_t id, bool ok)
 {
 	engine *g = arg;
 
-	(void)id;
 	g->ck = CK_OPEN;
 	g->ck_failed = !ok;
 	if (!ok)
 		return;
-	/* Only now may sources forget what the checkpoint covers. */
+	/* Only now may sources forget what the checkpoint covers, and
+	 * connector sinks make its outputs visible. */
+	wl_flow_durable(g->flow, id);
 	for (size_t i = 0; i < g->t->nsources; i++)
 		if (g->csources[i] != NULL)
 			wl_csource_durable(g->csources[i]);
@@ -274,7 +275,7 @@ ckpt_step(engine *g, bool cron)
 			return;
 		if (ev_now(g->loop) - g->ck_last_cut >= g->ck_interval ||
 		    (g->state == ENG_DRAINING && !g->ck_failed &&
-		    wl_flow_drained(g->flow)))
+		    wl_flow_pending_events(g->flow) == 0))
 			ckpt_cut(g);
 		return;
 	case CK_CLOSING:

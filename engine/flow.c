@@ -943,7 +943,8 @@ wl_flow_drained(const wl_flow *f)
 		if (f->slots[i].ninflight > 0)
 			return false;
 	for (size_t i = 0; i < f->t->nsinks; i++)
-		if (f->sink_held[i].count > 0 || (f->csinks[i] != NULL ? wl_csink_pending(f->csinks[i]) :
+		if (f->sink_held[i].count > 0 || (f->csinks[i] != NULL &&
+		    wl_csink_unresolved(f->csinks[i]) > 0) || (f->csinks[i] != NULL ? wl_csink_pending(f->csinks[i]) :
 		    wl_sink_backlog(f->sinks[i])) > 0)
 			return false;
 	return true;
@@ -1094,6 +1095,17 @@ wl_flow_checkpoints_on(wl_flow *f, uint64_t first_id)
 	f->cur = &f->eps[0];
 	f->closing = NULL;
 	f->tagged = 0;
+	for (size_t i = 0; i < f->t->nsinks; i++)
+		if (f->csinks[i] != NULL)
+			wl_csink_checkpoints_on(f->csinks[i], first_id - 1);
+}
+
+void
+wl_flow_durable(wl_flow *f, uint64_t id)
+{
+	for (size_t i = 0; i < f->t->nsinks; i++)
+		if (f->csinks[i] != NULL)
+			wl_csink_durable(f->csinks[i], id);
 }
 
 uint64_t
@@ -1126,7 +1138,21 @@ wl_flow_epoch_events(const wl_flow *f)
 bool
 wl_flow_epoch_complete(wl_flow *f)
 {
-	if (f->closing == NULL || f->closing->live > 0)
+	uint64_t in_csinks = 0;
+
+	if (f->closing == NULL)
+		return false;
+	/* Once every event of the closing epoch left is an output inside a
+	 * connector sink, no more will come: 2PC sinks may prepare it (and
+	 * their outputs stop counting once prepared). */
+	for (size_t i = 0; i < f->t->nsinks; i++)
+		if (f->csinks[i] != NULL)
+			in_csinks += wl_csink_pending(f->csinks[i]);
+	if (f->closing->live > 0 && f->closing->live == in_csinks)
+		for (size_t i = 0; i < f->t->nsinks; i++)
+			if (f->csinks[i] != NULL)
+				wl_csink_close_epoch(f->csinks[i], f->closing->id);
+	if (f->closing->live > 0)
 		return false;
 	/* Outputs leave events when they are buffered by a built-in sink:
 	 * their bytes must also have reached the file or the socket. */

@@ -97,6 +97,8 @@ uint32_t wl_flow_restarts(const wl_flow *f);
  */
 void wl_flow_checkpoints_on(wl_flow *f, uint64_t first_id);
 uint64_t wl_flow_cut(wl_flow *f);
+/* Checkpoint `id` is durable: connector sinks commit up to it. */
+void wl_flow_durable(wl_flow *f, uint64_t id);
 /* Events tagged with the current epoch since the last cut. */
 uint64_t wl_flow_epoch_events(const wl_flow *f);
 bool wl_flow_epoch_complete(wl_flow *f);

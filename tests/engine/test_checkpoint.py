@@ -7,6 +7,7 @@ The oracle: each input line is a key; the state step counts per key and
 emits "key:count", so every key's outputs must read key:1, key:2, ...
 key:n once each, in order, n being the key's occurrences in the input."""
 import collections
+import pytest
 import os
 import random
 import sys
@@ -73,13 +74,17 @@ def wait_lines(path, n, timeout=30.0):
 
 
 def wait_count(e, pattern, n, timeout=60.0):
-    """Waits (with a deadline) for `n` stderr lines matching `pattern`."""
+    """Waits (with a deadline) for `n` stderr lines matching `pattern`;
+    False when the engine exited first."""
     deadline = time.monotonic() + timeout
     while e.count(pattern) < n:
-        if time.monotonic() > deadline or e.proc.poll() is not None:
+        if e.proc.poll() is not None:
+            return False
+        if time.monotonic() > deadline:
             raise AssertionError("%d lines matching %r, wanted %d:\n%s"
                                  % (e.count(pattern), pattern, n, e.log()))
         time.sleep(0.02)
+    return True
 
 
 def args(tmp_path, interval="0.05"):
@@ -203,8 +208,8 @@ def test_killed_engine_with_a_connector_source_resumes_exactly_once(engine, tmp_
             "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [up]}\n")
     for _ in range(2):
         e = engine(topo, *args(tmp_path), group=True)
-        wait_count(e, r"CKPT-DONE checkpoint \d+ durable", 3)
-        assert e.proc.poll() is None, "finished before the kill"
+        assert wait_count(e, r"CKPT-DONE checkpoint \d+ durable", 3), \
+            "finished before the kill"
         e.kill_group()
     # The connector was told only what durable checkpoints cover.
     acked = [int((tmp_path / ("acked-s%d" % i)).read_text() or 0)
@@ -214,3 +219,58 @@ def test_killed_engine_with_a_connector_source_resumes_exactly_once(engine, tmp_
     assert e.wait(120) == 0, e.log()
     e.wait_for(r"CONN-STREAM source in/0 opened stream \d+ 's0': resume after \d+")
     check_exactly_once(tmp_path / "out.txt", 2, 4000)
+
+
+def sink_2pc_topology(tmp_path, lines, **env):
+    """Lines of the input, upper-cased, to a 2PC connector sink."""
+    (tmp_path / "in.txt").write_bytes(b"".join(b"m-%d %s\n" % (i, PAD)
+                                               for i in range(1, lines + 1)))
+    env.setdefault("WL_STATE", str(tmp_path))
+    env.setdefault("WL_OUT", str(tmp_path / "out.txt"))
+    env.setdefault("WL_2PC", "1")
+    return ("application: csink\n"
+            "limits: {batch_max_events: 64, queue_max_bytes: 20000}\n"
+            "programs:\n" + raw_program(instances=1, WL_SLOW_MS="0.05") +
+            conn_program("deliver", **env) +
+            "sources:\n  in: {type: file, path: in.txt, framing: line}\n"
+            "steps:\n  up: {kind: stateless, program: raw, function: upper, inputs: [in]}\n"
+            "sinks:\n  out: {type: connector, program: deliver, inputs: [up]}\n")
+
+
+PAD = b"." * 90  # several 256 KiB source reads: see write_input
+
+
+def want_upper(lines):
+    return [b"M-%d %s" % (i, PAD) for i in range(1, lines + 1)]
+
+
+@pytest.mark.parametrize("fault", ["none", "crash_after_prepare", "crash_after_commit"])
+def test_two_phase_sink_commits_an_epoch_only_once_its_checkpoint_is_durable(
+        engine, tmp_path, fault):
+    e = engine(sink_2pc_topology(tmp_path, 3000, WL_FAULT=fault), *args(tmp_path))
+    assert e.wait(60) == 0, e.log()
+    assert (tmp_path / "out.txt").read_bytes().splitlines() == want_upper(3000)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("prepared-")]
+    # Every Commit names a durable checkpoint: none before its CKPT-DONE.
+    log = e.log()
+    assert "CKPT-FAIL" not in log
+    if fault != "none":
+        e.wait_for(r"SUP-CRASH sink out/0")
+
+
+def test_killed_engine_with_a_two_phase_sink_delivers_every_output_once(engine, tmp_path):
+    lines = 12000
+    kills = 0
+    topo = sink_2pc_topology(tmp_path, lines)
+    for _ in range(3):
+        e = engine(topo, *args(tmp_path), group=True)
+        if not wait_count(e, r"CKPT-DONE checkpoint \d+ durable", 2):
+            break
+        e.kill_group()
+        kills += 1
+    e = engine(topo, *args(tmp_path))
+    assert e.wait(120) == 0, e.log()
+    assert kills >= 2, "the input ran out before the engine was killed twice"
+    got = (tmp_path / "out.txt").read_bytes().splitlines()
+    assert got == want_upper(lines), "%d outputs, %d distinct" % (len(got), len(set(got)))
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("prepared-")]
