@@ -97,3 +97,68 @@ def test_a_failed_write_leaves_the_file_as_it_was(directory, monkeypatch):
     sink.write(0, [Output(b"", b"again")])
     sink.close()
     assert read(path) == b"kept\nagain\n"
+
+
+# -- --exactly-once (FileSink2PC), in-process ------------------------------
+
+def outs(*payloads):
+    return [Output(b"", p, 0) for p in payloads]
+
+
+def test_two_phase_file_holds_committed_epochs_only(directory):
+    path = os.path.join(directory, "out.txt")
+    s = file_sink.FileSink2PC(path)
+    s.write(5, outs(b"a", b"b"))
+    s.write(6, outs(b"c"))
+    s.write(5, outs(b"d"))
+    assert read(path) == b""
+    s.prepare(5, 77)
+    assert s.in_doubt() == [(5, 77)]
+    assert read(path) == b""
+    s.commit(5)
+    assert read(path) == b"a\nb\nd\n"
+    s.prepare(6, 77)
+    s.abort(6)
+    assert s.in_doubt() == []
+    assert read(path) == b"a\nb\nd\n"
+    s.commit(5)  # again (a lost Resolved): nothing twice
+    assert read(path) == b"a\nb\nd\n"
+    s.close()
+    assert os.listdir(path + ".2pc") == []
+
+
+def test_two_phase_file_survives_a_restart_at_every_step(directory):
+    path = os.path.join(directory, "out.txt")
+    s = file_sink.FileSink2PC(path)
+    s.write(1, outs(b"one"))
+    s.prepare(1, 9)
+    s.write(2, outs(b"two"))  # not prepared: gone after the restart
+    s.close()
+    s = file_sink.FileSink2PC(path)
+    assert s.in_doubt() == [(1, 9)]
+    assert not [n for n in os.listdir(path + ".2pc") if n.endswith(".pending")]
+    s.commit(1)
+    assert read(path) == b"one\n"
+    s.close()
+
+
+def test_two_phase_commit_cut_short_by_a_crash_appends_once(directory):
+    path = os.path.join(directory, "out.txt")
+    s = file_sink.FileSink2PC(path)
+    s.write(1, outs(b"first"))
+    s.prepare(1, 3)
+    s.commit(1)
+    s.write(2, outs(b"second", b"third"))
+    s.prepare(2, 3)
+    # A commit that wrote its marker and half of the epoch, then died.
+    with open(os.path.join(path + ".2pc", "2.commit"), "wb") as fh:
+        fh.write(b"%d" % os.path.getsize(path))
+    with open(path, "ab") as fh:
+        fh.write(b"seco")
+    s.close()
+    s = file_sink.FileSink2PC(path)
+    assert read(path) == b"first\n", "the partial append is undone at start"
+    assert s.in_doubt() == [(2, 3)]
+    s.commit(2)
+    assert read(path) == b"first\nsecond\nthird\n"
+    s.close()
