@@ -69,6 +69,7 @@ struct wl_csource {
 	bool failed;             /* a connection will never come up */
 	uint64_t events, bytes, duplicates, errors;
 	bool ckpt;               /* acknowledge durable positions only */
+	uint64_t durable_id;     /* the checkpoint they are durable in */
 };
 
 static uint64_t
@@ -497,6 +498,7 @@ flush_conn(wl_csource *s, conn *c, bool pressure)
 			Wallaroo__V1__Ack a = WALLAROO__V1__ACK__INIT;
 			a.stream_id = st->stream_id;
 			a.up_to = done;
+			a.checkpoint_id = s->durable_id;
 			a.incarnation = s->cfg.incarnation;
 			f.body_case = WALLAROO__V1__FRAME__BODY_ACK;
 			f.ack = &a;
@@ -635,9 +637,10 @@ wl_csource_pending(const wl_csource *s)
 }
 
 void
-wl_csource_checkpoints_on(wl_csource *s)
+wl_csource_checkpoints_on(wl_csource *s, uint64_t recovered_id)
 {
 	s->ckpt = true;
+	s->durable_id = recovered_id;
 }
 
 wl_err
@@ -681,8 +684,9 @@ wl_csource_record(const wl_csource *s, wl_ckbuf *b)
 }
 
 void
-wl_csource_durable(wl_csource *s)
+wl_csource_durable(wl_csource *s, uint64_t id)
 {
+	s->durable_id = id;
 	for (size_t i = 0; i < s->nstreams; i++) {
 		cstream *st = s->streams[i];
 		if (st->cut > st->durable)

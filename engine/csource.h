@@ -82,14 +82,15 @@ uint64_t wl_csource_pending(const wl_csource *s);
  * known at `position`: its OpenStream resumes after it whatever the hint.
  * wl_csource_mark takes every stream's accepted position at a cut;
  * wl_csource_record appends them to `b` as SOURCE records; and
- * wl_csource_durable says the checkpoint holding them is on disk.
+ * wl_csource_durable says checkpoint `id`, holding them, is on disk (Acks
+ * then name it in checkpoint_id).
  */
-void wl_csource_checkpoints_on(wl_csource *s);
+void wl_csource_checkpoints_on(wl_csource *s, uint64_t recovered_id);
 wl_err wl_csource_restore(wl_csource *s, const char *stream,
     uint64_t position);
 void wl_csource_mark(wl_csource *s);
 void wl_csource_record(const wl_csource *s, wl_ckbuf *b);
-void wl_csource_durable(wl_csource *s);
+void wl_csource_durable(wl_csource *s, uint64_t id);
 
 /* Kills the connectors and frees everything; accepts NULL. Positions
  * still referenced by events are freed when those events are. */

@@ -254,7 +254,7 @@ ckpt_done(void *arg, uint64_t id, bool ok)
 	wl_flow_durable(g->flow, id);
 	for (size_t i = 0; i < g->t->nsources; i++)
 		if (g->csources[i] != NULL)
-			wl_csource_durable(g->csources[i]);
+			wl_csource_durable(g->csources[i], id);
 }
 
 /* Advances the cycle; from the prepare watcher and the cron. */
@@ -393,7 +393,7 @@ ckpt_recover(engine *g, const wl_engine_opts *o)
 	wl_flow_checkpoints_on(g->flow, last + 1);
 	for (size_t i = 0; i < g->t->nsources; i++)
 		if (g->csources[i] != NULL)
-			wl_csource_checkpoints_on(g->csources[i]);
+			wl_csource_checkpoints_on(g->csources[i], last);
 	g->ck = CK_OPEN;
 	g->ck_interval = o->checkpoint_interval > 0 ? o->checkpoint_interval :
 	    1.0;
