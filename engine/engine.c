@@ -777,6 +777,7 @@ early_exit:
 	if (stuck > 0)
 		wl_log("LINK-STUCK", "%d runner socket(s) still closing at exit "
 		    "(an nng close that does not return); exiting anyway", stuck);
+
 	remove_sockdir(g.sockdir);
 	ev_prepare_stop(g.loop, &g.prep);
 	ev_timer_stop(g.loop, &g.cron);
