@@ -45,6 +45,7 @@ struct wl_ckpt {
 	uint64_t end;           /* bytes of complete checkpoints in the log */
 	uint64_t full_bytes;    /* size of the last full checkpoint */
 	uint64_t since_full;    /* bytes of increments after it */
+	uint32_t partitions;    /* of the recovered checkpoint (0: none) */
 	bool want_full;
 	/* The checkpoint being built or written. */
 	wl_ckbuf buf;
@@ -254,6 +255,7 @@ wl_ckpt_open(wl_ckpt **out, struct ev_loop *loop, const char *dir,
 
 typedef struct {
 	uint64_t begin, end, id;
+	uint32_t partitions;
 	bool full;
 } range;
 
@@ -284,6 +286,7 @@ pass1(void *arg, const wl_ckrec *r, char *why, size_t n)
 		s->cur.id = wl_ckcur_u64(&k);
 		(void)wl_ckcur_u64(&k);
 		s->cur.full = (wl_ckcur_u32(&k) & WL_CKPT_FULL) != 0;
+		s->cur.partitions = wl_ckcur_u32(&k);
 		return k.bad ? WL_ERR_PROTO : WL_OK;
 	}
 	if (r->type < WL_CKREC_BEGIN || r->type > WL_CKREC_COMMIT) {
@@ -449,6 +452,7 @@ wl_ckpt_recover(wl_ckpt *c, const wl_ckpt_restore *r, void *arg,
 	c->end = s.nr > 0 ? s.r[s.nr - 1].end : 0;
 	if (s.nr > 0) {
 		*last_id = s.r[s.nr - 1].id;
+		c->partitions = s.r[s.nr - 1].partitions;
 		c->full_bytes = s.r[first].end - s.r[first].begin;
 		c->since_full = c->end - s.r[first].end;
 		c->want_full = s.r[first].begin > 0 ||
@@ -529,6 +533,12 @@ bool
 wl_ckpt_busy(const wl_ckpt *c)
 {
 	return c->ws != W_IDLE;
+}
+
+uint32_t
+wl_ckpt_partitions(const wl_ckpt *c)
+{
+	return c->partitions;
 }
 
 uint64_t

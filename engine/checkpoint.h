@@ -52,6 +52,9 @@ wl_err wl_ckpt_open(wl_ckpt **out, struct ev_loop *loop, const char *dir,
 wl_err wl_ckpt_recover(wl_ckpt *c, const wl_ckpt_restore *r, void *arg,
     uint64_t *last_id, char *why, size_t n);
 
+/* The partition count the recovered checkpoint was taken with (0: none). */
+uint32_t wl_ckpt_partitions(const wl_ckpt *c);
+
 /* True when the next checkpoint must hold all the state: none was ever
  * written, the last one failed, or the log has grown enough to compact. */
 bool wl_ckpt_want_full(const wl_ckpt *c);

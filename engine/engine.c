@@ -389,6 +389,12 @@ ckpt_recover(engine *g, const wl_engine_opts *o)
 		    "state entries in %.1f ms", (unsigned long long)last,
 		    o->state_dir, (unsigned long long)g->ck_restored,
 		    (mono() - t0) * 1e3);
+	if (last != 0 && wl_ckpt_partitions(g->ckpt) != g->t->partitions)
+		wl_log("CKPT-WARN", "checkpoint %llu was taken with %u partitions, "
+		    "the topology has %u: state is kept by key, so it carries "
+		    "over; keys route to other runner instances from now on",
+		    (unsigned long long)last, wl_ckpt_partitions(g->ckpt),
+		    g->t->partitions);
 	wl_flow_restored(g->flow);
 	wl_flow_checkpoints_on(g->flow, last + 1);
 	for (size_t i = 0; i < g->t->nsources; i++)

@@ -274,3 +274,18 @@ def test_killed_engine_with_a_two_phase_sink_delivers_every_output_once(engine, 
     got = (tmp_path / "out.txt").read_bytes().splitlines()
     assert got == want_upper(lines), "%d outputs, %d distinct" % (len(got), len(set(got)))
     assert not [n for n in os.listdir(tmp_path) if n.startswith("prepared-")]
+
+
+def test_a_changed_partition_count_is_logged_and_the_state_carries_over(engine, tmp_path):
+    want = write_input(tmp_path, 3000)
+    half = (tmp_path / "in.txt").read_bytes().splitlines(keepends=True)
+    (tmp_path / "in.txt").write_bytes(b"".join(half[:1500]))
+    e = engine(topology(), *args(tmp_path))
+    assert e.wait(60) == 0, e.log()
+    # The file grows (a log being appended to) and the partitions change.
+    (tmp_path / "in.txt").write_bytes(b"".join(half))
+    e = engine("partitions: 64\n" + topology(), *args(tmp_path))
+    assert e.wait(60) == 0, e.log()
+    e.wait_for(r"CKPT-WARN checkpoint \d+ was taken with 1024 partitions, the topology "
+               r"has 64: state is kept by key")
+    check_oracle(tmp_path / "out" / "counts.txt", want)
