@@ -30,6 +30,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Set, Tuple
 import pika
 import pika.exceptions
 
+from broker_retry import Backoff, log
 from epoch_store import StoreError
 from rabbitmq_sink_2pc import RabbitMQTwoPhaseSink
 from wallaroo.connector import EXIT_FAILURE, ConnectorConfig, Output, Sink, run_sink
@@ -37,15 +38,6 @@ from wallaroo.connector import EXIT_FAILURE, ConnectorConfig, Output, Sink, run_
 __all__ = ["RabbitMQSink", "SinkOptions", "SinkError", "make_sink", "parse_args", "main"]
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
-
-
-def log(message: str) -> None:
-    """One line on stderr, with a stable tag at the start of ``message``."""
-    try:
-        sys.stderr.write("rabbitmq-sink: " + message.replace("\n", "\\n") + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
 
 
 class SinkError(Exception):
@@ -110,7 +102,7 @@ class RabbitMQSink(Sink):
         self._pending: Set[int] = set()
         self._nacked = 0
         self._returned: List[str] = []
-        self._backoff = 0.1
+        self._backoff = Backoff()
         # Counters, for tests and the log.
         self.stats = {"batches": 0, "published": 0, "confirmed": 0, "connects": 0, "failures": 0}
 
@@ -186,19 +178,8 @@ class RabbitMQSink(Sink):
                 return
             log(f"RMQ-LOST connection lost between batches ({self._broken})")
             self._disconnect()
-        deadline = time.monotonic() + self.options.connect_retry
-        while True:
-            why = self._connect()
-            if why is None:
-                self._backoff = 0.1
-                return
-            self.stats["failures"] += 1
-            wait = min(self._backoff, deadline - time.monotonic())
-            if wait <= 0:
-                raise SinkError(f"cannot reach the broker: {why}")
-            log(f"RMQ-CONNECT failed ({why}); retrying in {wait:.1f} s")
-            time.sleep(wait)
-            self._backoff = min(2.0, self._backoff * 2)
+        self._backoff.connect(self._connect, self.options.connect_retry,
+                              self.stats, "failures", SinkError)
 
     def _connect(self) -> Optional[str]:
         """Opens a connection and a confirm channel; None, or why not."""

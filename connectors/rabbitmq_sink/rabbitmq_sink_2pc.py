@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Set, Tuple
 import pika
 import pika.exceptions
 
+from broker_retry import Backoff, log
 from epoch_store import EpochStore, PreparedEpoch
 from wallaroo.connector import Output, TwoPhaseSink
 
@@ -72,15 +73,6 @@ RESOURCE_LOCKED = 405
 NOT_FOUND = 404
 EPOCH_HEADER = "wallaroo-epoch"
 SEQ_HEADER = "wallaroo-seq"
-
-
-def log(message: str) -> None:
-    """One line on stderr, with a stable tag at the start of ``message``."""
-    try:
-        sys.stderr.write("rabbitmq-sink: " + message.replace("\n", "\\n") + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
 
 
 class ExactlyOnceError(Exception):
@@ -138,7 +130,7 @@ class RabbitMQTwoPhaseSink(TwoPhaseSink):
         self._tx = None
         self._committed: Set[str] = set()
         self._returned: List[str] = []
-        self._backoff = 0.1
+        self._backoff = Backoff()
         # Counters, for tests and the log.
         self.stats: collections.Counter = collections.Counter()
 
@@ -316,19 +308,8 @@ class RabbitMQTwoPhaseSink(TwoPhaseSink):
                 why = _describe(e)
             log(f"RMQ-LOST connection lost between epochs ({why})")
             self._disconnect()
-        deadline = time.monotonic() + budget
-        while True:
-            why = self._connect()
-            if why is None:
-                self._backoff = 0.1
-                return
-            self.stats["connect_failures"] += 1
-            wait = min(self._backoff, deadline - time.monotonic())
-            if wait <= 0:
-                raise ExactlyOnceError(f"cannot reach the broker: {why}")
-            log(f"RMQ-CONNECT failed ({why}); retrying in {wait:.1f} s")
-            time.sleep(wait)
-            self._backoff = min(2.0, self._backoff * 2)
+        self._backoff.connect(self._connect, budget,
+                              self.stats, "connect_failures", ExactlyOnceError)
 
     def _connect(self) -> Optional[str]:
         """Connects, takes the lock, declares, reads the marker; None, or
