@@ -66,6 +66,22 @@ class Engine:
                                          % (pattern, timeout, self.log()))
                 self.cond.wait(min(left, 0.2))
 
+    def wait_count(self, pattern, n, timeout=60.0):
+        """Waits for `n` stderr lines matching `pattern`; False when the
+        engine exits first."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while sum(1 for line in self.lines if rx.search(line)) < n:
+                if self.proc.poll() is not None:
+                    return False
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("fewer than %d lines matching %r within %.0fs; "
+                                         "stderr:\n%s" % (n, pattern, timeout, self.log()))
+                self.cond.wait(min(left, 0.2))
+        return True
+
     def count(self, pattern):
         rx = re.compile(pattern)
         with self.cond:

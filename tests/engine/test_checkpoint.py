@@ -73,20 +73,6 @@ def wait_lines(path, n, timeout=30.0):
     raise AssertionError("%s never reached %d lines" % (path, n))
 
 
-def wait_count(e, pattern, n, timeout=60.0):
-    """Waits (with a deadline) for `n` stderr lines matching `pattern`;
-    False when the engine exited first."""
-    deadline = time.monotonic() + timeout
-    while e.count(pattern) < n:
-        if e.proc.poll() is not None:
-            return False
-        if time.monotonic() > deadline:
-            raise AssertionError("%d lines matching %r, wanted %d:\n%s"
-                                 % (e.count(pattern), pattern, n, e.log()))
-        time.sleep(0.02)
-    return True
-
-
 def args(tmp_path, interval="0.05"):
     return ["--state-dir", str(tmp_path / "state"), "--checkpoint-interval", interval]
 
@@ -208,7 +194,7 @@ def test_killed_engine_with_a_connector_source_resumes_exactly_once(engine, tmp_
             "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [up]}\n")
     for _ in range(2):
         e = engine(topo, *args(tmp_path), group=True)
-        assert wait_count(e, r"CKPT-DONE checkpoint \d+ durable", 3), \
+        assert e.wait_count(r"CKPT-DONE checkpoint \d+ durable", 3), \
             "finished before the kill"
         e.kill_group()
     # The connector was told only what durable checkpoints cover.
@@ -264,7 +250,7 @@ def test_killed_engine_with_a_two_phase_sink_delivers_every_output_once(engine, 
     topo = sink_2pc_topology(tmp_path, lines)
     for _ in range(3):
         e = engine(topo, *args(tmp_path), group=True)
-        if not wait_count(e, r"CKPT-DONE checkpoint \d+ durable", 2):
+        if not e.wait_count(r"CKPT-DONE checkpoint \d+ durable", 2):
             break
         e.kill_group()
         kills += 1
