@@ -506,7 +506,7 @@ wl_ckpt_begin(wl_ckpt *c, uint64_t id, uint64_t incarnation,
 wl_err
 wl_ckpt_submit(wl_ckpt *c, const int *fds, size_t nfds)
 {
-	if (c->ws != W_IDLE)
+	if (wl_ckpt_busy(c))
 		return WL_ERR_STATE;
 	wl_ckbuf_begin(&c->buf, WL_CKREC_COMMIT);
 	wl_ckbuf_u64(&c->buf, c->id);
@@ -532,7 +532,14 @@ wl_ckpt_submit(wl_ckpt *c, const int *fds, size_t nfds)
 bool
 wl_ckpt_busy(const wl_ckpt *c)
 {
-	return c->ws != W_IDLE;
+	/* Only the loop sets W_IDLE, but the writer moves W_QUEUED to
+	 * W_DONE: read under the lock. */
+	bool busy;
+
+	pthread_mutex_lock((pthread_mutex_t *)&c->mu);
+	busy = c->ws != W_IDLE;
+	pthread_mutex_unlock((pthread_mutex_t *)&c->mu);
+	return busy;
 }
 
 uint32_t
