@@ -19,6 +19,28 @@
 
 #include "log.h"
 
+/*
+ * nng 1.5.2 can lose a message it has accepted: pair1 hands it to the
+ * pipe's send aio, and when that pipe is closing at the same moment
+ * nni_aio_begin on the stopped aio returns without ever completing it,
+ * so nobody frees it. Our ownership ends when nng_sendmsg succeeds, so
+ * under LeakSanitizer a message is marked as nng's just before it is
+ * offered (a refused one goes to our backlog, which frees it itself).
+ * Without this, an ASan run of a runner that dies mid-send reports a leak
+ * about one time in ten.
+ */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(__SANITIZE_ADDRESS__)
+#define __SANITIZE_ADDRESS__ 1 /* clang spells it this way */
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define OFFER_TO_NNG(m) __lsan_ignore_object(m)
+#else
+#define OFFER_TO_NNG(m) ((void)(m))
+#endif
+
 struct wl_link {
 	nng_socket sock;
 	struct ev_loop *loop;
@@ -120,6 +142,7 @@ drain_backlog(wl_link *l)
 {
 	while (l->bcount > 0) {
 		nng_msg *m = l->backlog[l->bhead];
+		OFFER_TO_NNG(m);
 		int rv = nng_sendmsg(l->sock, m, NNG_FLAG_NONBLOCK);
 		if (rv == NNG_EAGAIN)
 			break;
@@ -199,6 +222,7 @@ wl_err
 wl_link_send(wl_link *l, nng_msg *m)
 {
 	if (l->bcount == 0) {
+		OFFER_TO_NNG(m);
 		int rv = nng_sendmsg(l->sock, m, NNG_FLAG_NONBLOCK);
 		if (rv == 0)
 			return WL_OK;
