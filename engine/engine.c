@@ -769,6 +769,8 @@ early_exit:
 	 * dataflow: its events may hold origins of the sources. */
 	wl_ckpt_free(g.ckpt);
 	wl_flow_free(g.flow);
+	wl_event_pool_drain();
+	wl_frame_arenas_drain();
 	for (size_t i = 0; i < t->nsources; i++) {
 		wl_source_free(g.sources[i]);
 		wl_csource_free(g.csources[i]);

@@ -38,6 +38,8 @@ struct wl_event {
 	uint32_t stream_id;   /* origin stream */
 	uint32_t klen;
 	uint32_t plen;
+	uint32_t source;      /* index of the source it came from, for the
+	                         per-source latency histogram */
 	uint8_t *key;         /* points into data[], NULL when klen == 0 */
 	uint8_t *payload;     /* points into data[] */
 	uint8_t data[];
@@ -70,6 +72,10 @@ wl_event_set_epoch(wl_event *e, wl_epoch *ep)
 /* Frees an event (dropping its origin reference and epoch count);
  * accepts NULL. */
 void wl_event_free(wl_event *e);
+
+/* Frees the events kept for reuse (at exit, so that leak checkers see a
+ * clean heap). */
+void wl_event_pool_drain(void);
 
 /* Bytes the event accounts for in queue limits. */
 static inline size_t

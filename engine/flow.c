@@ -15,6 +15,7 @@
 #include "csink.h"
 #include "frame.h"
 #include "hash.h"
+#include "hist.h"
 #include "link.h"
 #include "log.h"
 #include "runner.h"
@@ -32,6 +33,7 @@ struct batch {
 	batch *next;
 	uint64_t id;
 	uint32_t step;
+	uint32_t inst;          /* the step instance it was built for */
 	uint32_t attempts;
 	size_t bytes;
 	wl_queue events;
@@ -66,6 +68,14 @@ typedef struct {
 	wl_queue *pending;      /* one per instance */
 	wl_queue *held;         /* per instance: events of the next epoch,
 	                           waiting for the closing one (state steps) */
+	/* State steps, per instance: events parked on their locked key
+	 * (entry->wait_head) and the keys unlocked with events parked, which
+	 * the next batch takes first. Parking makes building a batch O(1) per
+	 * event whatever the number of locked keys: a hot key never makes
+	 * the engine rescan the queue. */
+	uint64_t *nwait, *wait_bytes;
+	wl_state_entry **ready;
+	wl_state_entry **ready_tail;
 	node_ref *out;          /* consumers */
 	size_t nout;
 	Wallaroo__V1__StepSpec spec;
@@ -96,6 +106,13 @@ struct wl_flow {
 	wl_epoch *cur, *closing;
 	uint64_t tagged;         /* events tagged with `cur` */
 	uint64_t next_batch_id;
+	/* "Ingest to done", per source: from the moment the engine read an
+	 * event to the moment its last effect is applied (its outputs handed
+	 * to a sink, or, when it has none, its reply applied). One sample
+	 * per leaf, so an event fanning out counts once per output. `now_ns`
+	 * is the time of the callback in progress, read once per reply. */
+	wl_hist *lat;
+	uint64_t now_ns;
 	bool ready_reported;
 	bool csink_fatal;
 	uint64_t errors;
@@ -124,6 +141,17 @@ step_error(wl_flow *f, step_rt *st, const wl_event *e, const char *what)
 		    wl_log_bytes(k, sizeof(k), e->key, e->klen), e->stream_id,
 		    (unsigned long long)e->message_id, what,
 		    (unsigned long long)st->errors);
+}
+
+/* `e` has had its last effect: one latency sample for its source. */
+static inline void
+done(wl_flow *f, const wl_event *e)
+{
+	uint64_t now = f->now_ns;
+
+	if (e->source < f->t->nsources)
+		wl_hist_record(&f->lat[e->source],
+		    now > e->ingest_ns ? now - e->ingest_ns : 0);
 }
 
 static uint32_t
@@ -158,6 +186,7 @@ deliver(wl_flow *f, node_ref to, wl_event *e)
 			wl_queue_push(&f->sink_held[to.index], e);
 			return;
 		}
+		done(f, e);
 		if (f->csinks[to.index] != NULL)
 			wl_csink_write(f->csinks[to.index], e);
 		else
@@ -169,7 +198,6 @@ deliver(wl_flow *f, node_ref to, wl_event *e)
 	if (st->slots == NULL) {
 		/* Engine key_by: a byte range of the payload, no round trip. */
 		const wl_step *d = st->def;
-		wl_event *n;
 		if ((uint64_t)d->key_offset + d->key_length > e->plen) {
 			char why[96];
 			snprintf(why, sizeof(why), "payload of %u bytes is too "
@@ -179,14 +207,12 @@ deliver(wl_flow *f, node_ref to, wl_event *e)
 			wl_event_free(e);
 			return;
 		}
-		n = wl_event_rekey(e, e->payload + d->key_offset, d->key_length);
-		wl_event_free(e);
-		if (n == NULL) {
-			wl_log("FLOW-ERROR", "out of memory in step '%s'", d->name);
-			return;
-		}
+		/* The key is a range of the payload: point at it instead of
+		 * copying the event (the payload itself does not change). */
+		e->key = d->key_length ? e->payload + d->key_offset : NULL;
+		e->klen = d->key_length;
 		st->outputs++;
-		emit(f, (node_ref){ WL_NODE_STEP, to.index }, n);
+		emit(f, (node_ref){ WL_NODE_STEP, to.index }, e);
 		return;
 	}
 	if (hold && st->def->kind == WL_STEP_STATE)
@@ -222,6 +248,10 @@ emit(wl_flow *f, node_ref from, wl_event *e)
 void
 wl_flow_source_event(wl_flow *f, int source, wl_event *e)
 {
+	e->source = (uint32_t)source;
+	/* Straight to a sink, an event is done when it was read. */
+	if (e->ingest_ns > f->now_ns)
+		f->now_ns = e->ingest_ns;
 	if (f->cur != NULL) {
 		wl_event_set_epoch(e, f->cur);
 		f->tagged++;
@@ -303,78 +333,161 @@ encode_batch(wl_flow *f, const batch *b, nng_msg **out)
 	return wl_frame_encode(out, &fr);
 }
 
+/* Parks `e` behind the other waiting events of its key `k`. */
 static void
-unlock_keys(batch *b)
+park(step_rt *st, uint32_t inst, wl_state_entry *k, wl_event *e)
+{
+	e->next = NULL;
+	if (k->wait_tail)
+		k->wait_tail->next = e;
+	else
+		k->wait_head = e;
+	k->wait_tail = e;
+	st->nwait[inst]++;
+	st->wait_bytes[inst] += wl_event_size(e);
+}
+
+static void
+ready_push(step_rt *st, uint32_t inst, wl_state_entry *k)
+{
+	if (k->on_ready)
+		return;
+	k->on_ready = true;
+	k->ready_next = NULL;
+	if (st->ready[inst])
+		st->ready_tail[inst]->ready_next = k;
+	else
+		st->ready[inst] = k;
+	st->ready_tail[inst] = k;
+}
+
+static wl_state_entry *
+ready_pop(step_rt *st, uint32_t inst)
+{
+	wl_state_entry *k = st->ready[inst];
+
+	if (k == NULL)
+		return NULL;
+	st->ready[inst] = k->ready_next;
+	k->ready_next = NULL;
+	k->on_ready = false;
+	return k;
+}
+
+/* Unlocks the keys of `b`; those with parked events become ready. */
+static void
+unlock_keys(wl_flow *f, batch *b)
 {
 	wl_state_entry *k = b->keys;
+	step_rt *st = &f->steps[b->step];
 
 	while (k) {
 		wl_state_entry *n = k->mark;
 		k->locked_by = 0;
 		k->mark = NULL;
+		if (k->wait_head != NULL)
+			ready_push(st, b->inst, k);
 		k = n;
 	}
 	b->keys = NULL;
 }
 
+/* Whether `b` has room for one more event of `sz` bytes. */
+static bool
+batch_room(const batch *b, size_t sz, uint32_t max_events, size_t max_bytes)
+{
+	return b->events.count < max_events &&
+	    (b->events.count == 0 || b->bytes + sz <= max_bytes);
+}
+
+static void
+lock_key(batch *b, wl_state_entry *k)
+{
+	k->locked_by = b->id;
+	k->mark = b->keys;
+	b->keys = k;
+	b->bytes += k->klen + k->vlen;
+}
+
 /*
  * Takes events for one batch of step `st` on instance `inst`. For a state
- * step, an event whose key is locked by another in-flight batch waits (it
- * and every later event of that key stay queued, in order), and every key
- * taken is locked by this batch.
+ * step every key taken is locked by this batch; an event whose key is
+ * locked by another batch is parked on the key (so later events of that
+ * key stay behind it), and keys unlocked with parked events are taken
+ * first, their parked events in order.
  */
 static batch *
 build_batch(wl_flow *f, step_rt *st, uint32_t inst)
 {
 	const wl_limits *lim = &f->t->limits;
 	wl_queue *q = &st->pending[inst];
-	wl_queue skipped = { 0 };
-	size_t skips = 0;
+	bool keyed = st->def->kind == WL_STEP_STATE;
 	/* Half the message limit leaves room for the encoding's overhead, so
 	 * only a single event with its state can ever be too large. */
 	size_t max_bytes = lim->batch_max_bytes < lim->message_max_bytes / 2 ?
 	    lim->batch_max_bytes : lim->message_max_bytes / 2;
+	uint32_t max_events = lim->batch_max_events;
 	batch *b;
 
-	if (q->count == 0)
+	if (q->count == 0 && (!keyed || st->ready[inst] == NULL))
 		return NULL;
 	b = calloc(1, sizeof(*b));
 	if (b == NULL)
 		return NULL;
 	b->id = ++f->next_batch_id;
 	b->step = st->id;
+	b->inst = inst;
+	while (keyed && st->ready[inst] != NULL) {
+		wl_state_entry *k = st->ready[inst];
+		if (!batch_room(b, wl_event_size(k->wait_head) + k->klen + k->vlen,
+		    max_events, max_bytes))
+			goto done;
+		ready_pop(st, inst);
+		lock_key(b, k);
+		/* A key left half-taken stays locked by this batch with the
+		 * rest parked: it is ready again when this batch is answered. */
+		while (k->wait_head != NULL &&
+		    batch_room(b, wl_event_size(k->wait_head), max_events,
+		    max_bytes)) {
+			wl_event *e = k->wait_head;
+			size_t sz = wl_event_size(e);
+			k->wait_head = e->next;
+			if (k->wait_head == NULL)
+				k->wait_tail = NULL;
+			st->nwait[inst]--;
+			st->wait_bytes[inst] -= sz;
+			wl_queue_push(&b->events, e);
+			b->bytes += sz;
+		}
+	}
 	while (q->head != NULL) {
 		wl_event *e = q->head;
 		size_t sz = wl_event_size(e);
-		if (b->events.count >= lim->batch_max_events ||
-		    (b->events.count > 0 && b->bytes + sz > max_bytes))
+		if (!batch_room(b, sz, max_events, max_bytes))
 			break;
-		if (st->def->kind == WL_STEP_STATE) {
+		if (keyed) {
 			wl_state_entry *k = wl_state_get(f->state, st->id, e->key,
 			    e->klen, true);
 			if (k == NULL)
 				break; /* out of memory: try again next time */
-			if (k->locked_by != 0 && k->locked_by != b->id) {
-				wl_queue_push(&skipped, wl_queue_pop(q));
-				/* Bounded scan: under a hot key, do not walk the
-				 * whole queue on every flush. */
-				if (++skips > 4 * (size_t)lim->batch_max_events)
-					break;
+			if ((k->locked_by != 0 && k->locked_by != b->id) ||
+			    k->wait_head != NULL) {
+				park(st, inst, k, wl_queue_pop(q));
 				continue;
 			}
 			if (k->locked_by == 0) {
-				k->locked_by = b->id;
-				k->mark = b->keys;
-				b->keys = k;
-				sz += k->klen + k->vlen;
+				if (!batch_room(b, sz + k->klen + k->vlen, max_events,
+				    max_bytes))
+					break;
+				lock_key(b, k);
 			}
 		}
 		wl_queue_push(&b->events, wl_queue_pop(q));
 		b->bytes += sz;
 	}
-	wl_queue_append(&skipped, q);
-	*q = skipped;
+done:
 	if (b->events.count == 0) {
+		unlock_keys(f, b);
 		free(b);
 		--f->next_batch_id;
 		return NULL;
@@ -407,7 +520,7 @@ fail_batch(wl_flow *f, batch *b, const char *why)
 
 	for (wl_event *e = b->events.head; e; e = e->next)
 		step_error(f, st, e, why);
-	unlock_keys(b);
+	unlock_keys(f, b);
 	free_batch(b);
 }
 
@@ -632,13 +745,15 @@ hook_reply(void *arg, wl_runner *r, const Wallaroo__V1__BatchReply *rep)
 	}
 	b = pop_inflight(s);
 	s->nsent--;
-	unlock_keys(b);
+	unlock_keys(f, b);
+	f->now_ns = wl_mono_ns();
 	for (size_t i = 0; i < rep->n_results; i++) {
 		const Wallaroo__V1__Result *res = rep->results[i];
 		wl_event *e = wl_queue_pop(&b->events);
 		node_ref from = { WL_NODE_STEP, (int)st->id };
 		if (res->error != NULL && res->error[0] != '\0') {
 			step_error(f, st, e, res->error);
+			done(f, e);
 			wl_event_free(e);
 			continue;
 		}
@@ -670,6 +785,8 @@ hook_reply(void *arg, wl_runner *r, const Wallaroo__V1__BatchReply *rep)
 			st->outputs++;
 			emit(f, from, n);
 		}
+		if (res->n_outputs == 0)
+			done(f, e);
 		wl_event_free(e);
 	}
 	free_batch(b);
@@ -726,10 +843,11 @@ wl_flow_new(wl_flow **out, struct ev_loop *loop, const wl_topology *t,
 	f->sinks = calloc(t->nsinks ? t->nsinks : 1, sizeof(*f->sinks));
 	f->csinks = calloc(t->nsinks ? t->nsinks : 1, sizeof(*f->csinks));
 	f->sink_held = calloc(t->nsinks ? t->nsinks : 1, sizeof(*f->sink_held));
+	f->lat = calloc(t->nsources ? t->nsources : 1, sizeof(*f->lat)); /* zero: empty */
 	f->prog_specs = calloc(np ? np : 1, sizeof(*f->prog_specs));
 	f->prog_nspecs = calloc(np ? np : 1, sizeof(*f->prog_nspecs));
 	f->prog_first_slot = calloc(np ? np : 1, sizeof(*f->prog_first_slot));
-	if (!f->steps || !f->src_out || !f->src_nout || !f->sinks || !f->csinks || !f->sink_held ||
+	if (!f->steps || !f->src_out || !f->src_nout || !f->sinks || !f->csinks || !f->sink_held || !f->lat ||
 	    !f->prog_specs || !f->prog_nspecs || !f->prog_first_slot)
 		goto nomem;
 
@@ -765,9 +883,14 @@ wl_flow_new(wl_flow **out, struct ev_loop *loop, const wl_topology *t,
 			st->nslots = t->programs[p].instances;
 			st->pending = calloc(st->nslots, sizeof(*st->pending));
 			st->held = calloc(st->nslots, sizeof(*st->held));
+			st->nwait = calloc(st->nslots, sizeof(*st->nwait));
+			st->wait_bytes = calloc(st->nslots, sizeof(*st->wait_bytes));
+			st->ready = calloc(st->nslots, sizeof(*st->ready));
+			st->ready_tail = calloc(st->nslots, sizeof(*st->ready_tail));
 			ns = realloc(f->prog_specs[p],
 			    (f->prog_nspecs[p] + 1) * sizeof(*ns));
-			if (st->pending == NULL || st->held == NULL || ns == NULL)
+			if (st->pending == NULL || st->held == NULL || ns == NULL ||
+			    !st->nwait || !st->wait_bytes || !st->ready || !st->ready_tail)
 				goto nomem;
 			ns[f->prog_nspecs[p]++] = &st->spec;
 			f->prog_specs[p] = ns;
@@ -887,7 +1010,8 @@ wl_flow_pressure(const wl_flow *f)
 	for (size_t i = 0; i < f->t->nsteps; i++) {
 		const step_rt *st = &f->steps[i];
 		for (size_t j = 0; j < st->nslots; j++)
-			if (st->pending[j].bytes + st->held[j].bytes > max)
+			if (st->pending[j].bytes + st->held[j].bytes +
+			    st->wait_bytes[j] > max)
 				return true;
 	}
 	for (size_t i = 0; i < f->t->nsinks; i++)
@@ -906,7 +1030,8 @@ wl_flow_pending_events(const wl_flow *f)
 	for (size_t i = 0; i < f->t->nsteps; i++) {
 		const step_rt *st = &f->steps[i];
 		for (size_t j = 0; j < st->nslots; j++)
-			n += st->pending[j].count + st->held[j].count;
+			n += st->pending[j].count + st->held[j].count +
+			    st->nwait[j];
 	}
 	for (size_t i = 0; i < f->nslots; i++)
 		for (const batch *b = f->slots[i].head; b; b = b->next)
@@ -936,7 +1061,8 @@ wl_flow_drained(const wl_flow *f)
 	for (size_t i = 0; i < f->t->nsteps; i++) {
 		const step_rt *st = &f->steps[i];
 		for (size_t j = 0; j < st->nslots; j++)
-			if (st->pending[j].count > 0 || st->held[j].count > 0)
+			if (st->pending[j].count > 0 || st->held[j].count > 0 ||
+			    st->nwait[j] > 0)
 				return false;
 	}
 	for (size_t i = 0; i < f->nslots; i++)
@@ -1003,6 +1129,18 @@ wl_flow_summary(const wl_flow *f, FILE *out)
 		    wl_runner_restarts(f->slots[i].runner));
 	fprintf(out, "SUMMARY state keys=%zu bytes=%zu\n",
 	    wl_state_count(f->state), wl_state_bytes(f->state));
+	for (size_t i = 0; i < f->t->nsources; i++) {
+		char prefix[160];
+		snprintf(prefix, sizeof(prefix), "SUMMARY latency source=%s "
+		    "ingest_to_done", f->t->sources[i].name);
+		wl_hist_print_us(&f->lat[i], out, prefix);
+	}
+}
+
+const wl_hist *
+wl_flow_latency(const wl_flow *f, size_t source)
+{
+	return source < f->t->nsources ? &f->lat[source] : NULL;
 }
 
 uint64_t
@@ -1043,6 +1181,10 @@ wl_flow_free(wl_flow *f)
 	for (size_t i = 0; i < f->nslots; i++) {
 		slot *s = &f->slots[i];
 		wl_runner_free(s->runner);
+		/* Unlocking puts every key with parked events on a ready list,
+		 * where the loop below frees them. */
+		for (batch *b = s->head; b; b = b->next)
+			unlock_keys(f, b);
 		while (s->head)
 			free_batch(pop_inflight(s));
 		free(s->steps);
@@ -1053,13 +1195,29 @@ wl_flow_free(wl_flow *f)
 			wl_queue_clear(&st->pending[j]);
 		for (size_t j = 0; st->held && j < st->nslots; j++)
 			wl_queue_clear(&st->held[j]);
+		for (size_t j = 0; st->ready && j < st->nslots; j++) {
+			wl_state_entry *k;
+			while ((k = ready_pop(st, (uint32_t)j)) != NULL) {
+				while (k->wait_head) {
+					wl_event *e = k->wait_head;
+					k->wait_head = e->next;
+					wl_event_free(e);
+				}
+				k->wait_tail = NULL;
+			}
+		}
 		free(st->pending);
 		free(st->held);
+		free(st->nwait);
+		free(st->wait_bytes);
+		free(st->ready);
+		free(st->ready_tail);
 		free(st->out);
 	}
 	for (size_t i = 0; f->sink_held && i < f->t->nsinks; i++)
 		wl_queue_clear(&f->sink_held[i]);
 	free(f->sink_held);
+	free(f->lat);
 	for (size_t i = 0; f->sinks && i < f->t->nsinks; i++)
 		wl_sink_close(f->sinks[i]);
 	for (size_t i = 0; f->csinks && i < f->t->nsinks; i++)
@@ -1234,6 +1392,7 @@ wl_flow_close_epoch(wl_flow *f, wl_ckbuf *b, bool full, int *fds,
 		for (size_t j = 0; st->held && j < st->nslots; j++)
 			wl_queue_prepend(&st->pending[j], &st->held[j]);
 	}
+	f->now_ns = wl_mono_ns();
 	for (size_t i = 0; i < f->t->nsinks; i++) {
 		wl_event *e;
 		while ((e = wl_queue_pop(&f->sink_held[i])) != NULL)

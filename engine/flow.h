@@ -23,6 +23,7 @@
 #include "err.h"
 #include "event.h"
 #include "ckptlog.h"
+#include "hist.h"
 #include "topology.h"
 
 typedef struct wl_flow wl_flow;
@@ -116,5 +117,9 @@ void wl_flow_restored(wl_flow *f);
 
 /* Closes sinks, kills runners, frees everything; accepts NULL. */
 void wl_flow_free(wl_flow *f);
+
+/* The "ingest to done" latency histogram of source `source` (ns), or NULL
+ * for a source that does not exist. Owned by the flow. */
+const wl_hist *wl_flow_latency(const wl_flow *f, size_t source);
 
 #endif

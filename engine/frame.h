@@ -28,6 +28,9 @@ void wl_frame_free(wl_frame *f);
 wl_err wl_frame_encode(nng_msg **out, const wl_frame *f);
 
 /* The name of a frame body ("batch", "hello"...), for log lines. */
+/* Frees the decoding arenas kept for reuse (at exit, for leak checkers). */
+void wl_frame_arenas_drain(void);
+
 const char *wl_frame_name(const wl_frame *f);
 
 #endif

@@ -39,6 +39,11 @@ typedef struct {
 	uint32_t stream_id;
 	uint64_t next_id;
 	uint64_t offset;   /* bytes consumed so far, for error messages */
+	/* When the bytes being parsed were read: taken once per read(), not
+	 * per event, since every event of one read arrived together (and
+	 * two clock reads per event cost more than the parse). */
+	uint64_t read_ns;
+	int64_t read_us;
 } reader;
 
 struct conn {
@@ -112,8 +117,8 @@ emit(wl_source *s, reader *rd, const uint8_t *p, uint32_t n)
 	}
 	e->stream_id = rd->stream_id;
 	e->message_id = rd->next_id++;
-	e->event_time = wall_us();
-	e->ingest_ns = mono_ns();
+	e->event_time = rd->read_us;
+	e->ingest_ns = rd->read_ns;
 	s->events++;
 	s->bytes += n;
 	s->hooks.event(s->arg, s->index, e);
@@ -271,6 +276,8 @@ file_cb(struct ev_loop *loop, ev_idle *w, int revents)
 		return;
 	}
 	rd->end += (size_t)n;
+	rd->read_ns = mono_ns();
+	rd->read_us = wall_us();
 	if (parse(s, rd, s->def->path) != 0) {
 		end_source(s);
 		return;
@@ -326,6 +333,8 @@ conn_cb(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	rd->end += (size_t)n;
+	rd->read_ns = mono_ns();
+	rd->read_us = wall_us();
 	if (parse(s, rd, c->peer) != 0) {
 		/* The rest of this stream cannot be framed: close it. The
 		 * frames before the bad one were delivered. */

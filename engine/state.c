@@ -123,32 +123,39 @@ wl_state_set(wl_state *s, wl_state_entry *e, const void *value, uint32_t vlen,
 {
 	uint8_t *v = NULL;
 
-	if (present && vlen > 0) {
-		v = malloc(vlen);
-		if (v == NULL)
+	/* Room in the dirty list first, so that a failure changes nothing. */
+	if (!e->dirty && s->ndirty == s->capdirty) {
+		size_t nc = s->capdirty ? s->capdirty * 2 : 1024;
+		wl_state_entry **nd = realloc(s->dirty, nc * sizeof(*nd));
+		if (nd == NULL)
 			return WL_ERR_NOMEM;
-		memcpy(v, value, vlen);
+		s->dirty = nd;
+		s->capdirty = nc;
+	}
+	if (present && e->present && vlen > 0 && vlen == e->vlen) {
+		/* Most states keep their size from one event to the next:
+		 * overwrite in place rather than a malloc and a free per key
+		 * per batch. Checkpoints copy values when they take them, so
+		 * nothing else holds this buffer. */
+		memcpy(e->value, value, vlen);
+	} else {
+		if (present && vlen > 0) {
+			v = malloc(vlen);
+			if (v == NULL)
+				return WL_ERR_NOMEM;
+			memcpy(v, value, vlen);
+		}
+		s->bytes -= e->vlen;
+		free(e->value);
+		e->value = v;
+		e->vlen = present ? vlen : 0;
+		e->present = present;
+		s->bytes += e->vlen;
 	}
 	if (!e->dirty) {
-		if (s->ndirty == s->capdirty) {
-			size_t nc = s->capdirty ? s->capdirty * 2 : 1024;
-			wl_state_entry **nd = realloc(s->dirty, nc * sizeof(*nd));
-			if (nd == NULL) {
-				free(v);
-				return WL_ERR_NOMEM;
-			}
-			s->dirty = nd;
-			s->capdirty = nc;
-		}
 		s->dirty[s->ndirty++] = e;
 		e->dirty = true;
 	}
-	s->bytes -= e->vlen;
-	free(e->value);
-	e->value = v;
-	e->vlen = present ? vlen : 0;
-	e->present = present;
-	s->bytes += e->vlen;
 	return WL_OK;
 }
 

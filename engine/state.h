@@ -26,7 +26,13 @@ struct wl_state_entry {
 	bool present;          /* false: the key has no state yet */
 	bool dirty;            /* set since the last wl_state_take_dirty */
 	uint8_t *value;        /* vlen bytes, owned by the entry */
-	wl_state_entry *mark;  /* scratch link for building batches */
+	wl_state_entry *mark;  /* while locked: next key of the same batch */
+	/* Events of this key that came while it was locked, oldest first:
+	 * they go before any later event of the key. Owned by the dataflow
+	 * (flow.c), which frees them; the entry only links them. */
+	struct wl_event *wait_head, *wait_tail;
+	wl_state_entry *ready_next; /* on its step instance's ready list */
+	bool on_ready;
 	uint8_t key[];
 };
 

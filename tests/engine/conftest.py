@@ -119,7 +119,10 @@ class Engine:
             fields = line.split()[1:]
             head = fields[0]
             kv = dict(f.split("=", 1) for f in fields if "=" in f)
-            name = head if head.startswith(("source=", "step=", "sink=", "runner=")) else head.split("=")[0]
+            if head == "latency":  # "SUMMARY latency source=x ..."
+                name = "latency " + fields[1]
+            else:
+                name = head if head.startswith(("source=", "step=", "sink=", "runner=")) else head.split("=")[0]
             out[name] = kv
         return out
 

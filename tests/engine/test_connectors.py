@@ -62,6 +62,13 @@ def test_spawned_source_delivers_every_message_and_the_engine_exits_when_it_ends
     s = e.summary()
     assert s["source=in"]["events"] == "9000"
     assert s["source=in"]["duplicates"] == "0"
+    # "Ingest to done": one sample per event (each has one output, handed
+    # to the sink), percentiles in order and within the run's length.
+    lat = s["latency source=in"]
+    assert lat["samples"] == "9000"
+    p = [float(lat[k]) for k in ("p50_us", "p90_us", "p99_us", "p99.9_us", "p99.99_us", "max_us")]
+    assert 0 < p[0] <= p[1] <= p[2] <= p[3] <= p[4] <= p[5] < 60e6, lat
+    assert float(lat["p50_bin_us"]) >= p[0] and float(lat["p50_bin_us"]) < 2 * p[0] + 0.002, lat
     e.wait_for(r"CONN-READY source in/0 pid \d+ connected")
     e.wait_for(r"CONN-ENDED source in/0 finished")
     # The connector saw every position acknowledged.
