@@ -414,10 +414,11 @@ lock_key(batch *b, wl_state_entry *k)
  * step every key taken is locked by this batch; an event whose key is
  * locked by another batch is parked on the key (so later events of that
  * key stay behind it), and keys unlocked with parked events are taken
- * first, their parked events in order.
+ * first, their parked events in order. Returns NULL when fewer than
+ * `min_events` wait (queued or parked), or when nothing can be taken.
  */
 static batch *
-build_batch(wl_flow *f, step_rt *st, uint32_t inst)
+build_batch(wl_flow *f, step_rt *st, uint32_t inst, size_t min_events)
 {
 	const wl_limits *lim = &f->t->limits;
 	wl_queue *q = &st->pending[inst];
@@ -430,6 +431,8 @@ build_batch(wl_flow *f, step_rt *st, uint32_t inst)
 	batch *b;
 
 	if (q->count == 0 && (!keyed || st->ready[inst] == NULL))
+		return NULL;
+	if (q->count + (keyed ? st->nwait[inst] : 0) < min_events)
 		return NULL;
 	b = calloc(1, sizeof(*b));
 	if (b == NULL)
@@ -524,6 +527,9 @@ fail_batch(wl_flow *f, batch *b, const char *why)
 	free_batch(b);
 }
 
+/* In-flight batches from which on only full batches are sent. */
+#define COALESCE_INFLIGHT 2
+
 static void
 flush_slot(wl_flow *f, slot *s)
 {
@@ -534,9 +540,17 @@ flush_slot(wl_flow *f, slot *s)
 		window = 128;
 	while (wl_runner_is_ready(s->runner) && s->ninflight < window) {
 		batch *b = NULL;
+		/* Coalescing, as Nagle's algorithm: while the runner has
+		 * COALESCE_INFLIGHT batches to work on, a batch goes only when
+		 * it is full. An idle runner gets what is there at once (low
+		 * latency at low load); a busy one gets fewer, larger batches,
+		 * which is what lets it keep up (per-batch costs -- a message,
+		 * thread wake-ups on both sides -- are paid once per batch). */
+		size_t min_events = s->ninflight >= COALESCE_INFLIGHT ?
+		    f->t->limits.batch_max_events : 1;
 		for (size_t i = 0; i < s->nsteps && b == NULL; i++) {
 			step_rt *st = &f->steps[s->steps[(s->rr + i) % s->nsteps]];
-			b = build_batch(f, st, s->instance);
+			b = build_batch(f, st, s->instance, min_events);
 		}
 		nng_msg *m;
 		if (b == NULL)

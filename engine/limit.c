@@ -13,7 +13,7 @@ static const wl_limit_spec limit_specs[] = {
 	LIMIT(batch_max_events, 1, UINT32_MAX, 1024),
 	LIMIT(batch_max_bytes, 1, UINT32_MAX, 1048576),
 	LIMIT(inflight_batches, 1, UINT32_MAX, 4),
-	LIMIT(queue_max_bytes, 1, UINT64_MAX, 67108864),
+	LIMIT(queue_max_bytes, 1, UINT64_MAX, 1048576),
 	LIMIT(message_max_bytes, 1024, 1073741824, 16777216),
 	LIMIT(heartbeat_ms, 1, UINT32_MAX, 1000),
 	LIMIT(heartbeat_timeout_ms, 1, UINT32_MAX, 5000),

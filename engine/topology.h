@@ -88,7 +88,7 @@ typedef struct {
 	uint32_t batch_max_events;     /* default 1024 */
 	uint32_t batch_max_bytes;      /* default 1 MiB */
 	uint32_t inflight_batches;     /* per runner instance, default 4 */
-	uint64_t queue_max_bytes;      /* per step, default 64 MiB */
+	uint64_t queue_max_bytes;      /* per step instance, default 1 MiB */
 	uint32_t message_max_bytes;    /* largest nng message, default 16 MiB */
 	uint32_t heartbeat_ms;         /* default 1000 */
 	uint32_t heartbeat_timeout_ms; /* default 5000 */

@@ -504,7 +504,7 @@ check_minimal(const wl_topology *t)
 	const wl_limits *l = &t->limits;
 
 	if (l->batch_max_events != 1024 || l->batch_max_bytes != 1048576 ||
-	    l->inflight_batches != 4 || l->queue_max_bytes != 67108864 ||
+	    l->inflight_batches != 4 || l->queue_max_bytes != 1048576 ||
 	    l->message_max_bytes != 16777216 || l->heartbeat_ms != 1000 ||
 	    l->heartbeat_timeout_ms != 5000 || l->batch_deadline_ms != 30000 ||
 	    l->restart_backoff_ms != 100 || l->restart_backoff_max_ms != 5000) {
