@@ -1012,7 +1012,9 @@ def test_loadgen_sigterm_with_a_stuck_peer():
         sink.close()
     assert rc == 0, lg.stderr
     s = loadgen_summary(lg.stdout)
-    assert 0 < s["sent"] < 0.7 * 20000 and s["max_lag_ms"] >= 100, s
+    # Not max_lag_ms: how much the kernel buffers before the stall is felt
+    # (socket buffer autotuning) differs between machines.
+    assert 0 < s["sent"] < 0.7 * 20000, s
     if "did not take the last buffers" in lg.stderr:
         assert 1.5 <= took <= 6, took
         assert len(data) >= s["sent"] * 1004
