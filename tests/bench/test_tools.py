@@ -139,6 +139,29 @@ class Proc:
                                             "".join(self.err)))
                 self.cond.wait(min(left, 0.1))
 
+    def io(self, field):
+        """The process's `rchar` or `wchar` (bytes read or written by
+        syscalls so far), from /proc: how a test knows a child has read or
+        written something without sleeping."""
+        with open("/proc/%d/io" % self.p.pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise AssertionError("no %s in /proc/%d/io" % (field, self.p.pid))
+
+    def wait_io(self, field, at_least, timeout=5.0):
+        """Waits until io(field) reaches `at_least`."""
+        wait_until(lambda: self.io(field) >= at_least, timeout,
+                   "%s %s >= %d" % (self.args[0], field, at_least))
+
+    def still_running_after(self, seconds):
+        """True if the process has not exited within `seconds`."""
+        try:
+            self.p.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+
     def wait(self, timeout):
         """The exit status; fails the test if it takes longer."""
         try:
@@ -159,6 +182,14 @@ class Proc:
             t.join(5)
         for f in (self.p.stdout, self.p.stderr):
             f.close()
+
+
+def wait_until(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("not within %.1fs: %s" % (timeout, what))
+        time.sleep(0.005)
 
 
 class Recv(Proc):
@@ -607,8 +638,9 @@ def test_recv_record_split_across_sends(procs, cut):
     r = procs.recv("--ts", "be64@0", "--expect", 3)
     data = b"".join(frame(stamped(1000000)) for _ in range(3))
     with connect(r.port) as s:
+        base = r.io("rchar")
         s.sendall(data[:cut])
-        time.sleep(0.2)             # so the two halves arrive in two reads
+        r.wait_io("rchar", base + cut)  # the two halves come in two reads
         s.sendall(data[cut:])
         rep = r.finish()
     assert rep["records"] == 3 and rep["malformed"] == 0
@@ -620,12 +652,16 @@ def test_recv_two_connections_at_once(procs):
     a, b = connect(r.port), connect(r.port)
     try:
         ra, rb = frame(stamped(1000000)), frame(stamped(1000000))
-        a.sendall(ra[:10])                       # a's record stays partial...
-        time.sleep(0.1)
-        b.sendall(rb * 20)                       # ...while b's are parsed
-        time.sleep(0.1)
-        a.sendall(ra[10:] + ra * 30)
-        time.sleep(0.1)
+        n = r.io("rchar")
+
+        def send(sock, data):
+            nonlocal n
+            sock.sendall(data)
+            n += len(data)
+            r.wait_io("rchar", n)                # read before the next send
+        send(a, ra[:10])                         # a's record stays partial...
+        send(b, rb * 20)                         # ...while b's are parsed
+        send(a, ra[10:] + ra * 30)
         b.sendall(rb)
         rep = r.finish()
     finally:
@@ -640,7 +676,6 @@ def test_recv_connections_one_after_another(procs):
     for _ in range(3):
         with connect(r.port) as s:
             s.sendall(b"x\n" * 10)
-        time.sleep(0.05)
     rep = r.finish()
     assert rep["records"] == 30 and rep["malformed"] == 0
 
@@ -691,9 +726,10 @@ def test_recv_partial_record_at_eof_is_malformed(procs):
 def test_recv_expect_exits_by_itself(procs):
     r = procs.recv("--expect", 5, "--idle-exit", 0)
     with connect(r.port) as s:
+        base = r.io("rchar")
         s.sendall(frame(b"1") * 4)
-        time.sleep(0.3)
-        assert r.p.poll() is None, "recv exited before its 5th record"
+        r.wait_io("rchar", base + 4 * 5)
+        assert r.still_running_after(0.3), "recv exited before its 5th record"
         s.sendall(frame(b"1"))
         t0 = time.monotonic()
         rep = r.finish(5)           # the connection is still open
@@ -715,8 +751,7 @@ def test_recv_idle_exit(procs):
 def test_recv_waits_for_the_first_record(procs):
     # idle-exit counts from the last record: with none yet, recv waits
     r = procs.recv("--idle-exit", "0.2")
-    time.sleep(0.6)
-    assert r.p.poll() is None
+    assert r.still_running_after(0.6)
     rep = r.stop()
     assert rep["records"] == 0 and rep["per_second"] == []
 
@@ -724,8 +759,9 @@ def test_recv_waits_for_the_first_record(procs):
 def test_recv_sigterm_reports(procs):
     r = procs.recv("--ts", "be64@0", "--idle-exit", 0)
     with connect(r.port) as s:
+        base = r.io("rchar")
         s.sendall(b"".join(frame(stamped(1000000)) for _ in range(7)))
-        time.sleep(0.5)
+        r.wait_io("rchar", base + 7 * 36)
         t0 = time.monotonic()
         rep = r.stop()
         assert time.monotonic() - t0 < 3
@@ -979,7 +1015,7 @@ def test_loadgen_sigterm_then_recv_counts_everything(procs):
     r = procs.recv("--ts", "be64@0", "--idle-exit", "0.5")
     lg = procs.loadgen("--workload", "w3", "--connect", "127.0.0.1:%d" % r.port,
                        "--rate", 5000, "--duration", 60)
-    time.sleep(0.6)
+    r.wait_io("rchar", r.io("rchar") + 600 * 36)    # 600 records in
     t0 = time.monotonic()
     lg.p.send_signal(signal.SIGTERM)
     assert lg.wait(5) == 0, lg.stderr
@@ -999,7 +1035,7 @@ def test_loadgen_sigterm_with_a_stuck_peer():
     lg = Proc([binary(LOADGEN), "--workload", "w3", "--connect", "127.0.0.1:%d" % sink.port,
                "--rate", "20000", "--size", "1000", "--duration", "60"])
     try:
-        time.sleep(0.7)
+        lg.wait_io("wchar", 100 * 1004)          # sending into the stalled peer
         assert lg.p.poll() is None
         t0 = time.monotonic()
         lg.p.send_signal(signal.SIGTERM)
@@ -1026,7 +1062,8 @@ def test_loadgen_sigterm_with_a_stuck_peer():
 def test_loadgen_sigterm_with_out_file(tmp_path, procs):
     lg = procs.loadgen("--workload", "w3", "--out", tmp_path / "f", "--rate", 2000,
                        "--duration", 60)
-    time.sleep(0.5)
+    wait_until(lambda: os.path.exists(tmp_path / "f") and
+               os.path.getsize(tmp_path / "f") > 101 * 36, 5, "101 records in the file")
     lg.p.send_signal(signal.SIGTERM)
     assert lg.wait(5) == 0
     s = loadgen_summary(lg.stdout)
