@@ -23,6 +23,7 @@
  * Every timestamp is CLOCK_MONOTONIC nanoseconds (wl_mono_ns), the clock
  * bench/recv reads on the same machine.
  */
+#include "addr.h"
 #include "err.h"
 #include "hist.h"
 
@@ -717,32 +718,23 @@ run_streams(struct run *r)
 static int
 connect_to(const char *addr)
 {
-	char host[256], *colon, *end;
+	char host[256], portstr[8];
+	const char *h;
+	size_t hl;
+	uint16_t port;
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res, *ai;
-	unsigned long port;
 	int fd = -1, err, saved = 0;
 
-	if (strlen(addr) >= sizeof(host) || !(colon = strrchr(addr, ':')) ||
-	    colon == addr || !colon[1]) {
-		fprintf(stderr, "loadgen: --connect: '%s' is not HOST:PORT\n",
-		    addr);
+	if (wl_addr_split(addr, 1, &h, &hl, &port) != WL_OK || hl == 0 ||
+	    hl >= sizeof(host)) {
+		fprintf(stderr, "loadgen: --connect: '%s' is not HOST:PORT with "
+		    "a port from 1 to 65535\n", addr);
 		return -1;
 	}
-	memcpy(host, addr, (size_t)(colon - addr));
-	host[colon - addr] = '\0';
-	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-		memmove(host, host + 1, strlen(host));
-		host[strlen(host) - 1] = '\0';
-	}
-	/* getaddrinfo takes a numeric port modulo 65536: check it here. */
-	port = strtoul(colon + 1, &end, 10);
-	if (!isdigit((unsigned char)colon[1]) || *end || port < 1 ||
-	    port > 65535) {
-		fprintf(stderr, "loadgen: --connect: '%s': the port must be "
-		    "1..65535\n", addr);
-		return -1;
-	}
-	if ((err = getaddrinfo(host, colon + 1, &hints, &res)) != 0) {
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	snprintf(portstr, sizeof(portstr), "%u", (unsigned)port);
+	if ((err = getaddrinfo(host, portstr, &hints, &res)) != 0) {
 		fprintf(stderr, "loadgen: --connect: %s: %s\n", addr,
 		    gai_strerror(err));
 		return -1;

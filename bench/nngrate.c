@@ -14,6 +14,8 @@
  * Output: "NNGRATE stream size=S msgs_per_s=R" and
  * "NNGRATE pingpong size=S round_trips_per_s=R rtt_us=U".
  */
+#include "hist.h"
+
 #include <errno.h>
 #include <nng/nng.h>
 #include <nng/protocol/pair1/pair.h>
@@ -23,17 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int
 fail(const char *what, int rv)
@@ -58,14 +50,37 @@ open_sock(nng_socket *s, size_t size)
 	return 0;
 }
 
-/* The child: receives; in the stream phase counts until a 1-byte message
- * ends it and reports the count back; in the ping-pong phase echoes every
- * message until a 1-byte one. */
+/* Receives until a 1-byte message ends the phase: counts the messages into
+ * *n, or with `echo` sends each one back. */
+static int
+drain(nng_socket s, int echo, uint64_t *n)
+{
+	int rv;
+
+	for (;;) {
+		nng_msg *m;
+
+		if ((rv = nng_recvmsg(s, &m, 0)) != 0)
+			return fail("nng_recvmsg", rv);
+		if (nng_msg_len(m) == 1) {
+			nng_msg_free(m);
+			return 0;
+		}
+		(*n)++;
+		if (!echo)
+			nng_msg_free(m);
+		else if ((rv = nng_sendmsg(s, m, 0)) != 0)
+			return fail("nng_sendmsg", rv);
+	}
+}
+
+/* The child: in the stream phase counts what it receives and reports the
+ * count back; in the ping-pong phase echoes every message. */
 static int
 child(const char *url, size_t size)
 {
 	nng_socket s;
-	uint64_t n = 0;
+	uint64_t n = 0, echoed = 0;
 	int rv;
 
 	if (open_sock(&s, size))
@@ -74,32 +89,12 @@ child(const char *url, size_t size)
 	 * listens. */
 	if ((rv = nng_dial(s, url, NULL, NNG_FLAG_NONBLOCK)) != 0)
 		return fail("nng_dial", rv);
-	for (;;) {
-		nng_msg *m;
-
-		if ((rv = nng_recvmsg(s, &m, 0)) != 0)
-			return fail("nng_recvmsg", rv);
-		if (nng_msg_len(m) == 1) {
-			nng_msg_free(m);
-			break;
-		}
-		n++;
-		nng_msg_free(m);
-	}
+	if (drain(s, 0, &n))
+		return 1;
 	if ((rv = nng_send(s, &n, sizeof(n), 0)) != 0)
 		return fail("nng_send", rv);
-	for (;;) {
-		nng_msg *m;
-
-		if ((rv = nng_recvmsg(s, &m, 0)) != 0)
-			return fail("nng_recvmsg", rv);
-		if (nng_msg_len(m) == 1) {
-			nng_msg_free(m);
-			break;
-		}
-		if ((rv = nng_sendmsg(s, m, 0)) != 0)
-			return fail("nng_sendmsg", rv);
-	}
+	if (drain(s, 1, &echoed))
+		return 1;
 	nng_close(s);
 	return 0;
 }
@@ -161,8 +156,8 @@ main(int argc, char **argv)
 	if ((rv = nng_listen(s, url, NULL, 0)) != 0)
 		return fail("nng_listen", rv);
 
-	t0 = now_s();
-	while ((t1 = now_s()) - t0 < seconds) {
+	t0 = (double)wl_mono_ns() / 1e9;
+	while ((t1 = (double)wl_mono_ns() / 1e9) - t0 < seconds) {
 		for (int k = 0; k < 256; k++) {
 			if ((rv = send_size(s, size)) != 0)
 				return fail("nng_sendmsg", rv);
@@ -180,13 +175,13 @@ main(int argc, char **argv)
 			memcpy(&got, nng_msg_body(m), sizeof(got));
 		nng_msg_free(m);
 	}
-	t1 = now_s();       /* until the child has them all */
+	t1 = (double)wl_mono_ns() / 1e9;       /* until the child has them all */
 	printf("NNGRATE stream size=%zu sent=%llu received=%llu "
 	    "msgs_per_s=%.0f\n", size, (unsigned long long)sent,
 	    (unsigned long long)got, (double)got / (t1 - t0));
 
-	t0 = now_s();
-	while ((t1 = now_s()) - t0 < seconds) {
+	t0 = (double)wl_mono_ns() / 1e9;
+	while ((t1 = (double)wl_mono_ns() / 1e9) - t0 < seconds) {
 		nng_msg *m;
 
 		if ((rv = send_size(s, size)) != 0)

@@ -14,6 +14,7 @@
  * load generator put in the record (bench/loadgen, same machine, same
  * clock), recorded in a wl_hist. bench/README.md has the output format.
  */
+#include "addr.h"
 #include "err.h"
 #include "hist.h"
 
@@ -242,33 +243,28 @@ parse_args(struct receiver *rv, int argc, char **argv, const char **listen,
 static int
 listen_on(const char *addr, unsigned *port)
 {
-	char host[256], *colon = strrchr(addr, ':'), *end;
-	unsigned long nport;
+	char host[256], portstr[8];
+	const char *h;
+	size_t hl;
+	uint16_t nport;
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
 	    .ai_flags = AI_PASSIVE }, *res, *ai;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	int fd = -1, one = 1, err, saved = 0;
 
-	if (!colon || (size_t)(colon - addr) >= sizeof(host) || !colon[1]) {
-		fprintf(stderr, "recv: --listen: '%s' is not HOST:PORT\n", addr);
+	if (wl_addr_split(addr, 0, &h, &hl, &nport) != WL_OK ||
+	    hl >= sizeof(host)) {
+		fprintf(stderr, "recv: --listen: '%s' is not HOST:PORT with a "
+		    "port from 0 to 65535\n", addr);
 		return -1;
 	}
-	memcpy(host, addr, (size_t)(colon - addr));
-	host[colon - addr] = '\0';
-	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-		memmove(host, host + 1, strlen(host));
-		host[strlen(host) - 1] = '\0';
-	}
-	/* getaddrinfo takes a numeric port modulo 65536: check it here. */
-	nport = strtoul(colon + 1, &end, 10);
-	if (!isdigit((unsigned char)colon[1]) || *end || nport > 65535) {
-		fprintf(stderr, "recv: --listen: '%s': the port must be "
-		    "0..65535\n", addr);
-		return -1;
-	}
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	snprintf(portstr, sizeof(portstr), "%u", (unsigned)nport);
+	/* An empty host or "*" listens on every address. */
 	err = getaddrinfo(host[0] && strcmp(host, "*") ? host : NULL,
-	    colon + 1, &hints, &res);
+	    portstr, &hints, &res);
 	if (err) {
 		fprintf(stderr, "recv: --listen: %s: %s\n", addr,
 		    gai_strerror(err));

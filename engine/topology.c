@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "limit.h"
 #include "topology.h"
 #include "yamltree.h"
@@ -523,49 +524,27 @@ join_path(ctx *c, const char *dir, const char *p)
 	return (s);
 }
 
-/*
- * Splits "host:port" at the last colon, so that "[::1]:80" works; the
- * brackets of an IPv6 host are removed.
- */
+/* A "host:port" scalar (addr.h); the host may not be empty. */
 static bool
 get_addr(ctx *c, const wl_yamlnode *n, const char *label, unsigned lo,
     wl_io *io)
 {
 	const char *s;
-	const char *colon;
 	const char *host;
 	size_t      hl;
-	unsigned    port = 0;
+	uint16_t    port;
 
 	if (!get_str(c, n, label, &s)) {
 		return (false);
 	}
-	colon = strrchr(s, ':');
-	if (colon == NULL || colon == s || colon[1] == '\0' ||
-	    strlen(colon + 1) > 5 || strspn(colon + 1, "0123456789") !=
-	        strlen(colon + 1)) {
-		goto bad;
-	}
-	port = (unsigned) atoi(colon + 1);
-	if (port < lo || port > 65535) {
-		goto bad;
-	}
-	host = s;
-	hl   = (size_t) (colon - s);
-	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
-		host++;
-		hl -= 2;
-	}
-	if (hl == 0) {
-		goto bad;
+	if (wl_addr_split(s, lo, &host, &hl, &port) != WL_OK || hl == 0) {
+		report(c, n, "%s must be host:port with a port from %u to 65535, "
+		    "not '%s'", label, lo, s);
+		return (false);
 	}
 	io->host = dupmem(c, host, hl);
-	io->port = (uint16_t) port;
+	io->port = port;
 	return (true);
-bad:
-	report(c, n, "%s must be host:port with a port from %u to 65535, "
-	    "not '%s'", label, lo, s);
-	return (false);
 }
 
 /* Entries of a section map that were not rejected as keys. */
