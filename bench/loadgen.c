@@ -72,6 +72,7 @@ struct options {
 	uint64_t size;
 	uint64_t vocab_start, vocab_end;
 	double chunk_us;
+	double progress;        /* seconds between progress lines; 0 = none */
 };
 
 enum opt_kind {
@@ -118,6 +119,8 @@ static const struct opt_def opt_defs[] = {
 	    "w2: vocabulary at the end (default 1000000)" },
 	{ "chunk-us", OPT_F64, F(chunk_us), 0, 1e6, "US",
 	    "at most one write burst per stream per US (default 500)" },
+	{ "progress", OPT_F64, F(progress), 0, 1e6, "S",
+	    "print 'LOADGEN progress t_s=.. sent=..' every S seconds" },
 };
 #undef F
 #define NOPTS (sizeof(opt_defs) / sizeof(opt_defs[0]))
@@ -391,6 +394,8 @@ struct run {
 	size_t max_record;      /* framed bytes of the largest record */
 	uint64_t sent;          /* events the kernel (or the file) took */
 	uint64_t max_lag;       /* ns, worst chunk completion behind due time */
+	uint64_t progress_ns;   /* 0 = no progress lines */
+	uint64_t next_progress; /* when the next one is due */
 };
 
 /* Set by SIGINT/SIGTERM; those are blocked except inside ppoll, so the
@@ -705,6 +710,20 @@ run_streams(struct run *r)
 		}
 		if (e != WL_OK || live == 0)
 			break;
+		/* Unpaced, the generator goes only as fast as back pressure
+		 * lets it, so `sent` over time is the peer's intake over time:
+		 * how it changes as the run goes on (a growing vocabulary, say). */
+		if (r->progress_ns > 0) {
+			if (now >= r->next_progress) {
+				printf("LOADGEN progress t_s=%.3f sent=%llu\n",
+				    (double)(now - r->start) / 1e9,
+				    (unsigned long long)r->sent);
+				fflush(stdout);
+				while (r->next_progress <= now)
+					r->next_progress += r->progress_ns;
+			}
+			wake = r->next_progress < wake ? r->next_progress : wake;
+		}
 		wait_for(pfd, npfd, deadline < wake ? deadline : wake, now);
 	}
 	free(pfd);
@@ -987,6 +1006,8 @@ main(int argc, char **argv)
 		e = send_initial_nbbos(&r);
 	if (e == WL_OK) {
 		r.start = wl_mono_ns();
+		r.progress_ns = (uint64_t)(o.progress * 1e9);
+		r.next_progress = r.start + r.progress_ns;
 		r.end = o.duration > 0 ?
 		    r.start + (uint64_t)(o.duration * 1e9) : UINT64_MAX;
 		e = run_streams(&r);

@@ -64,6 +64,7 @@ struct wl_ckpt {
 	bool ok;                /* result of the last job */
 	char why[300];
 	double secs;
+	double align_secs;      /* of the checkpoint being written */
 	ev_async async;
 	uint64_t count, failures;
 };
@@ -196,8 +197,10 @@ async_cb(struct ev_loop *loop, ev_async *w, int revents)
 		c->count++;
 		c->want_full = c->since_full > 2 * c->full_bytes + COMPACT_SLACK;
 		wl_log("CKPT-DONE", "checkpoint %llu durable: %zu bytes%s in "
-		    "%.1f ms", (unsigned long long)c->id, c->buf.len,
-		    c->full ? " (full)" : "", c->secs * 1e3);
+		    "%.1f ms; its epoch closed %.1f ms after the cut",
+		    (unsigned long long)c->id, c->buf.len,
+		    c->full ? " (full)" : "", c->secs * 1e3,
+		    c->align_secs * 1e3);
 	} else {
 		c->failures++;
 		/* The dirty set was handed to the failed checkpoint: only a
@@ -484,7 +487,7 @@ wl_ckpt_want_full(const wl_ckpt *c)
 
 wl_ckbuf *
 wl_ckpt_begin(wl_ckpt *c, uint64_t id, uint64_t incarnation,
-    uint32_t partitions, bool full)
+    uint32_t partitions, bool full, double align_secs)
 {
 	struct timespec ts;
 
@@ -492,6 +495,7 @@ wl_ckpt_begin(wl_ckpt *c, uint64_t id, uint64_t incarnation,
 	wl_ckbuf_reset(&c->buf);
 	c->id = id;
 	c->full = full;
+	c->align_secs = align_secs;
 	wl_ckbuf_begin(&c->buf, WL_CKREC_BEGIN);
 	wl_ckbuf_u64(&c->buf, id);
 	wl_ckbuf_u64(&c->buf, incarnation);

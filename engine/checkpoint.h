@@ -60,9 +60,11 @@ uint32_t wl_ckpt_partitions(const wl_ckpt *c);
 bool wl_ckpt_want_full(const wl_ckpt *c);
 
 /* Starts building checkpoint `id` (BEGIN written) in the buffer it
- * returns; the caller appends its records, then submits. */
+ * returns; the caller appends its records, then submits. `align_secs` is
+ * how long the epoch took to close after its cut (for CKPT-DONE: it is
+ * what the checkpoint costs the dataflow, the write happens beside it). */
 wl_ckbuf *wl_ckpt_begin(wl_ckpt *c, uint64_t id, uint64_t incarnation,
-    uint32_t partitions, bool full);
+    uint32_t partitions, bool full, double align_secs);
 
 /* Hands the built checkpoint to the writer, which fsyncs `fds` (file sinks
  * holding its outputs) first, then writes it and fsyncs the log. Only one

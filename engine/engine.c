@@ -79,6 +79,8 @@ typedef struct {
 	int64_t *sink_keep;   /* recovery: committed length per sink */
 	uint64_t ck_restored; /* recovery: state entries */
 	double ck_cut_at;     /* monotonic time of the cut, for the log */
+	double ck_align_sum;  /* seconds from cut to closed, all checkpoints */
+	double ck_align_max;
 } engine;
 
 static double
@@ -206,8 +208,9 @@ static void
 ckpt_close(engine *g)
 {
 	bool full = wl_ckpt_want_full(g->ckpt);
+	double align = mono() - g->ck_cut_at;
 	wl_ckbuf *b = wl_ckpt_begin(g->ckpt, g->ck_id, g->incarnation,
-	    g->t->partitions, full);
+	    g->t->partitions, full, align);
 	int fds[64];
 	size_t nfds = 0;
 
@@ -218,6 +221,9 @@ ckpt_close(engine *g)
 		return;
 	}
 	(void)wl_flow_close_epoch(g->flow, b, full, fds, &nfds);
+	g->ck_align_sum += align;
+	if (align > g->ck_align_max)
+		g->ck_align_max = align;
 	for (size_t i = 0; i < g->t->nsources; i++) {
 		if (g->csources[i] != NULL) {
 			wl_csource_record(g->csources[i], b);
@@ -623,10 +629,12 @@ summary(engine *g)
 	}
 	wl_flow_summary(g->flow, stdout);
 	if (g->ckpt != NULL)
-		printf("SUMMARY checkpoints=%llu failed=%llu last=%llu\n",
+		printf("SUMMARY checkpoints=%llu failed=%llu last=%llu "
+		    "align_ms_total=%.1f align_ms_max=%.1f\n",
 		    (unsigned long long)wl_ckpt_count(g->ckpt),
 		    (unsigned long long)wl_ckpt_failures(g->ckpt),
-		    (unsigned long long)(g->ck_failed ? 0 : g->ck_id));
+		    (unsigned long long)(g->ck_failed ? 0 : g->ck_id),
+		    g->ck_align_sum * 1e3, g->ck_align_max * 1e3);
 	fflush(stdout);
 }
 

@@ -541,6 +541,28 @@ def test_same_seed_same_records(tmp_path):
         assert (outs[0] == outs[1]) == same
 
 
+def test_progress_lines_count_what_was_sent(tmp_path):
+    # 20000 events/s for 1 s, a line every 0.2 s: the lines come in time
+    # order, their counts grow, each is near 20000 * t, and the summary
+    # stays the last line (bench/run reads it there).
+    cp = loadgen("--workload", "w3", "--out", tmp_path / "p", "--rate", 20000,
+                 "--duration", 1, "--progress", 0.2)
+    lines = cp.stdout.strip().splitlines()
+    assert lines[-1].startswith("LOADGEN workload="), cp.stdout
+    prog = [kv(l) for l in lines[:-1]]
+    assert all(l.startswith("LOADGEN progress ") for l in lines[:-1]), cp.stdout
+    assert 3 <= len(prog) <= 5, cp.stdout
+    ts = [p["t_s"] for p in prog]
+    sent = [p["sent"] for p in prog]
+    assert ts == sorted(ts) and sent == sorted(sent), cp.stdout
+    for p in prog:
+        assert abs(p["sent"] - 20000 * p["t_s"]) <= 20000 * 0.1 + 1000, p
+    assert sent[-1] <= loadgen_summary(cp.stdout)["sent"] == 20000
+    # without --progress there are none
+    cp = loadgen("--workload", "w3", "--out", tmp_path / "q", "--events", 100)
+    assert "progress" not in cp.stdout
+
+
 # ---- 2. pacing ---------------------------------------------------------------
 
 def test_pacing_rate(tmp_path):

@@ -118,6 +118,25 @@ def test_sigterm_takes_a_final_checkpoint_and_the_next_run_continues(engine, tmp
     check_oracle(tmp_path / "out" / "counts.txt", want)
 
 
+def test_each_checkpoint_reports_how_long_its_epoch_took_to_close(engine, tmp_path):
+    # A slow runner (0.5 ms per event, batches of 64): a cut lands while
+    # batches are out, so an epoch takes a while to close. CKPT-DONE says how
+    # long; the summary's total and maximum are those figures.
+    import re
+    want = write_input(tmp_path, 3000)
+    e = engine(topology(slow_ms="0.5"), *args(tmp_path, interval="0.05"))
+    assert e.wait(60) == 0, e.log()
+    check_oracle(tmp_path / "out" / "counts.txt", want)
+    closed = [float(m) for m in re.findall(
+        r"CKPT-DONE checkpoint \d+ durable: .* its epoch closed ([0-9.]+) ms after the cut",
+        e.log())]
+    ck = e.summary()["checkpoints"]
+    assert len(closed) == int(ck["checkpoints"]) >= 2, e.log()
+    assert max(closed) > 0, closed
+    assert abs(float(ck["align_ms_total"]) - sum(closed)) <= 0.1 * len(closed) + 0.1, (ck, closed)
+    assert abs(float(ck["align_ms_max"]) - max(closed)) <= 0.1, (ck, closed)
+
+
 def test_a_finished_run_started_again_changes_nothing(engine, tmp_path):
     want = write_input(tmp_path, 2000)
     e = engine(topology(), *args(tmp_path))
