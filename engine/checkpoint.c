@@ -24,7 +24,6 @@
 
 #include "log.h"
 
-#define MAX_SYNC_FDS 64
 /* Compact once the increments since the last full checkpoint pass twice
  * its size plus this: recovery reads a bounded multiple of the state. */
 #define COMPACT_SLACK (4u << 20)
@@ -52,8 +51,8 @@ struct wl_ckpt {
 	uint64_t id;
 	uint32_t nrec;          /* records in buf before COMMIT */
 	bool full;
-	int fds[MAX_SYNC_FDS];
-	size_t nfds;
+	int *fds;               /* owned; fsynced before the log is written */
+	size_t nfds, fdcap;
 	/* Writer thread. */
 	pthread_t th;
 	bool th_started;
@@ -292,7 +291,7 @@ pass1(void *arg, const wl_ckrec *r, char *why, size_t n)
 		s->cur.partitions = wl_ckcur_u32(&k);
 		return k.bad ? WL_ERR_PROTO : WL_OK;
 	}
-	if (r->type < WL_CKREC_BEGIN || r->type > WL_CKREC_COMMIT) {
+	if (r->type < WL_CKREC_BEGIN || r->type > WL_CKREC_SINK_STAGED) {
 		snprintf(why, n, "offset %llu: unknown record type %u",
 		    (unsigned long long)r->offset, r->type);
 		return WL_ERR_PROTO;
@@ -388,13 +387,37 @@ apply(scan_ctx *s, const wl_ckrec *r, char *why, size_t n)
 		break;
 	}
 	case WL_CKREC_SINK: {
-		uint64_t len;
+		/* Format 1: the file itself held the output, committed up to
+		 * this length; no stage. */
+		wl_sink_commit c = { .seen = true };
 		if (!cur_cstr(&k, a, sizeof(a)))
 			break;
-		len = wl_ckcur_u64(&k);
+		c.committed = wl_ckcur_u64(&k);
 		if (!wl_ckcur_done(&k))
 			break;
-		rc = s->cb->sink(s->arg, a, len);
+		rc = s->cb->sink(s->arg, a, &c);
+		break;
+	}
+	case WL_CKREC_SINK_STAGED: {
+		wl_sink_commit c = { .seen = true };
+		if (!cur_cstr(&k, a, sizeof(a)))
+			break;
+		c.committed = wl_ckcur_u64(&k);
+		c.seq = wl_ckcur_u64(&k);
+		c.dest = wl_ckcur_u64(&k);
+		c.len = wl_ckcur_u64(&k);
+		if (!wl_ckcur_done(&k))
+			break;
+		if (c.seq != 0 ? c.dest > c.committed ||
+		    c.len != c.committed - c.dest : c.len != 0) {
+			snprintf(why, n, "offset %llu: sink '%s': a stage of %llu "
+			    "bytes at %llu does not end at the committed length "
+			    "%llu", (unsigned long long)r->offset, a,
+			    (unsigned long long)c.len, (unsigned long long)c.dest,
+			    (unsigned long long)c.committed);
+			return WL_ERR_PROTO;
+		}
+		rc = s->cb->sink(s->arg, a, &c);
 		break;
 	}
 	default:
@@ -507,6 +530,14 @@ wl_ckpt_begin(wl_ckpt *c, uint64_t id, uint64_t incarnation,
 	return &c->buf;
 }
 
+void
+wl_ckpt_abandon(wl_ckpt *c)
+{
+	wl_ckbuf_reset(&c->buf);
+	c->failures++;
+	c->want_full = true;
+}
+
 wl_err
 wl_ckpt_submit(wl_ckpt *c, const int *fds, size_t nfds)
 {
@@ -524,8 +555,20 @@ wl_ckpt_submit(wl_ckpt *c, const int *fds, size_t nfds)
 		    (unsigned long long)c->id);
 		return WL_ERR_NOMEM;
 	}
-	c->nfds = nfds < MAX_SYNC_FDS ? nfds : MAX_SYNC_FDS;
-	memcpy(c->fds, fds, c->nfds * sizeof(*fds));
+	if (nfds > c->fdcap) {
+		int *nf = realloc(c->fds, nfds * sizeof(*nf));
+		if (nf == NULL) {
+			wl_ckpt_abandon(c);
+			wl_log("CKPT-FAIL", "checkpoint %llu: out of memory",
+			    (unsigned long long)c->id);
+			return WL_ERR_NOMEM;
+		}
+		c->fds = nf;
+		c->fdcap = nfds;
+	}
+	c->nfds = nfds;
+	if (nfds > 0)
+		memcpy(c->fds, fds, nfds * sizeof(*fds));
 	pthread_mutex_lock(&c->mu);
 	c->ws = W_QUEUED;
 	pthread_cond_signal(&c->cv);
@@ -582,5 +625,6 @@ wl_ckpt_free(wl_ckpt *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	wl_ckbuf_free(&c->buf);
+	free(c->fds);
 	free(c);
 }

@@ -21,6 +21,7 @@
 
 #include "ckptlog.h"
 #include "err.h"
+#include "sink.h"
 
 typedef struct wl_ckpt wl_ckpt;
 
@@ -31,7 +32,7 @@ typedef struct {
 	    uint32_t klen, const uint8_t *value, uint32_t vlen, bool present);
 	wl_err (*source)(void *arg, const char *source, const char *stream,
 	    uint64_t position, uint64_t offset);
-	wl_err (*sink)(void *arg, const char *sink, uint64_t length);
+	wl_err (*sink)(void *arg, const char *sink, const wl_sink_commit *c);
 } wl_ckpt_restore;
 
 /* Called on the loop when a submitted checkpoint is durable (ok) or has
@@ -70,6 +71,10 @@ wl_ckbuf *wl_ckpt_begin(wl_ckpt *c, uint64_t id, uint64_t incarnation,
  * holding its outputs) first, then writes it and fsyncs the log. Only one
  * at a time: WL_ERR_STATE while one is in flight. */
 wl_err wl_ckpt_submit(wl_ckpt *c, const int *fds, size_t nfds);
+
+/* The checkpoint begun cannot be submitted (the caller says why): counted
+ * as failed, and the next one is full (the dirty set went to this one). */
+void wl_ckpt_abandon(wl_ckpt *c);
 
 /* True while a checkpoint is being written. */
 bool wl_ckpt_busy(const wl_ckpt *c);

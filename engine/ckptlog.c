@@ -296,7 +296,8 @@ record_at(const uint8_t *buf, size_t size, size_t off, wl_ckrec *r,
 	r->p = h + WL_CKPT_HEADER;
 	r->offset = off;
 	r->end = off + WL_CKPT_HEADER + len;
-	return *format == WL_CKPT_FORMAT ? AT_VALID : AT_OTHER_FORMAT;
+	return *format >= WL_CKPT_FORMAT_MIN && *format <= WL_CKPT_FORMAT ?
+	    AT_VALID : AT_OTHER_FORMAT;
 }
 
 wl_err

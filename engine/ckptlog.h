@@ -24,7 +24,11 @@
 #include "err.h"
 
 #define WL_CKPT_MAGIC 0x4B434C57u   /* "WLCK" read as little-endian u32 */
-#define WL_CKPT_FORMAT 1
+/* Format 2 added SINK_STAGED: an engine that reads only format 1 would
+ * skip it and empty the sink's file, so it must refuse the log instead.
+ * Records of format 1 are still read. */
+#define WL_CKPT_FORMAT 2
+#define WL_CKPT_FORMAT_MIN 1
 #define WL_CKPT_HEADER 16
 /* A payload over this is corruption, not a record: writers split state
  * into chunks far below it. */
@@ -38,8 +42,12 @@ enum {
 	                         u32 klen, u32 vlen, key, value */
 	WL_CKREC_SOURCE = 3,  /* str source, str stream, u64 position,
 	                         u64 offset */
-	WL_CKREC_SINK = 4,    /* str sink, u64 length */
+	WL_CKREC_SINK = 4,    /* str sink, u64 length (format 1: the file's
+	                         committed length, written through) */
 	WL_CKREC_COMMIT = 5,  /* u64 id, u32 records before it */
+	WL_CKREC_SINK_STAGED = 6, /* str sink, u64 committed length, u64 stage
+	                         seq (0: none), u64 dest, u64 len: the stage's
+	                         first len bytes go at dest (sink.h) */
 };
 #define WL_CKPT_FULL 1u     /* BEGIN flag: the state is complete, not a
                                change since the previous checkpoint */

@@ -76,7 +76,9 @@ typedef struct {
 	uint64_t ck_id;       /* the checkpoint being closed or written */
 	bool ck_failed;       /* the last one failed: a new one is needed */
 	file_pos *ck_files;   /* per source, taken at the cut */
-	int64_t *sink_keep;   /* recovery: committed length per sink */
+	wl_sink_commit *sink_rec; /* recovery: each sink's record, if any */
+	char stage_dir[4096]; /* STATE_DIR/sinks: file sinks' stage files */
+	int *ck_fds;          /* to fsync per checkpoint: 3 per sink */
 	uint64_t ck_restored; /* recovery: state entries */
 	double ck_cut_at;     /* monotonic time of the cut, for the log */
 	double ck_align_sum;  /* seconds from cut to closed, all checkpoints */
@@ -211,16 +213,9 @@ ckpt_close(engine *g)
 	double align = mono() - g->ck_cut_at;
 	wl_ckbuf *b = wl_ckpt_begin(g->ckpt, g->ck_id, g->incarnation,
 	    g->t->partitions, full, align);
-	int fds[64];
 	size_t nfds = 0;
+	wl_err e = wl_flow_close_epoch(g->flow, b, full, g->ck_fds, &nfds);
 
-	if (g->t->nsinks > 64) {
-		wl_log("CKPT-FAIL", "more than 64 sinks: not supported");
-		g->fatal = true;
-		g->exit_code = WL_EXIT_FAILURE;
-		return;
-	}
-	(void)wl_flow_close_epoch(g->flow, b, full, fds, &nfds);
 	g->ck_align_sum += align;
 	if (align > g->ck_align_max)
 		g->ck_align_max = align;
@@ -238,7 +233,18 @@ ckpt_close(engine *g)
 		wl_ckbuf_u64(b, g->ck_files[i].offset);
 		wl_ckbuf_end(b);
 	}
-	if (wl_ckpt_submit(g->ckpt, fds, nfds) != WL_OK) {
+	if (e != WL_OK) {
+		/* A file sink could not seal its stage (SINK-ERROR says why):
+		 * this checkpoint would claim output it cannot vouch for. */
+		wl_log("CKPT-FAIL", "checkpoint %llu failed: a file sink could "
+		    "not seal its output; the previous checkpoint stands",
+		    (unsigned long long)g->ck_id);
+		wl_ckpt_abandon(g->ckpt);
+		g->ck_failed = true;
+		g->ck = CK_OPEN;
+		return;
+	}
+	if (wl_ckpt_submit(g->ckpt, g->ck_fds, nfds) != WL_OK) {
 		g->ck_failed = true;
 		g->ck = CK_OPEN;
 		return;
@@ -340,7 +346,7 @@ rec_source(void *arg, const char *source, const char *stream,
 }
 
 static wl_err
-rec_sink(void *arg, const char *sink, uint64_t length)
+rec_sink(void *arg, const char *sink, const wl_sink_commit *c)
 {
 	engine *g = arg;
 
@@ -348,7 +354,7 @@ rec_sink(void *arg, const char *sink, uint64_t length)
 		if (strcmp(g->t->sinks[i].name, sink) != 0)
 			continue;
 		if (g->t->sinks[i].type == WL_IO_FILE)
-			g->sink_keep[i] = (int64_t)length;
+			g->sink_rec[i] = *c;
 		return WL_OK;
 	}
 	wl_log("CKPT-WARN", "the checkpoint has a length for sink '%s', which "
@@ -368,14 +374,18 @@ ckpt_recover(engine *g, const wl_engine_opts *o)
 
 	g->ck_files = calloc(g->t->nsources ? g->t->nsources : 1,
 	    sizeof(*g->ck_files));
-	g->sink_keep = calloc(g->t->nsinks ? g->t->nsinks : 1,
-	    sizeof(*g->sink_keep));
-	if (g->ck_files == NULL || g->sink_keep == NULL) {
+	g->sink_rec = calloc(g->t->nsinks ? g->t->nsinks : 1,
+	    sizeof(*g->sink_rec));
+	g->ck_fds = calloc(3 * g->t->nsinks + 1, sizeof(*g->ck_fds));
+	if (g->ck_files == NULL || g->sink_rec == NULL || g->ck_fds == NULL) {
 		wl_log("ENGINE-FATAL", "out of memory");
 		return WL_EXIT_FAILURE;
 	}
-	for (size_t i = 0; i < g->t->nsinks; i++)
-		g->sink_keep[i] = -1;
+	if (snprintf(g->stage_dir, sizeof(g->stage_dir), "%s/sinks",
+	    o->state_dir) >= (int)sizeof(g->stage_dir)) {
+		wl_log("ENGINE-FATAL", "--state-dir: the path is too long");
+		return WL_EXIT_FAILURE;
+	}
 	if (wl_ckpt_open(&g->ckpt, g->loop, o->state_dir, ckpt_done, g) !=
 	    WL_OK)
 		return WL_EXIT_FAILURE;
@@ -749,7 +759,8 @@ wl_engine_run(const wl_topology *t, const wl_engine_opts *o)
 	g.incarnation = incarnation;
 	if (o->state_dir != NULL && (rc = ckpt_recover(&g, o)) != WL_EXIT_OK)
 		goto early_exit;
-	if (wl_flow_open_sinks(g.flow, g.sink_keep) != WL_OK) {
+	if (wl_flow_open_sinks(g.flow, g.ckpt ? g.stage_dir : NULL,
+	    g.sink_rec) != WL_OK) {
 		wl_log("ENGINE-FATAL", "a sink cannot be opened");
 		rc = WL_EXIT_FAILURE;
 		goto early_exit;
@@ -786,7 +797,8 @@ early_exit:
 	free(g.sources);
 	free(g.csources);
 	free(g.ck_files);
-	free(g.sink_keep);
+	free(g.sink_rec);
+	free(g.ck_fds);
 	/* Runner sockets close on their own threads (see wl_link_close);
 	 * let them finish before their addresses go. */
 	int stuck = wl_link_quiesce(2.0);

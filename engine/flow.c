@@ -974,13 +974,15 @@ nomem:
 }
 
 wl_err
-wl_flow_open_sinks(wl_flow *f, const int64_t *keep)
+wl_flow_open_sinks(wl_flow *f, const char *stage_dir,
+    const wl_sink_commit *recs)
 {
 	for (size_t i = 0; i < f->t->nsinks; i++) {
 		if (f->csinks[i] != NULL)
 			continue;
 		if (wl_sink_open(&f->sinks[i], f->loop, &f->t->sinks[i],
-		    keep ? keep[i] : -1) != WL_OK)
+		    f->t->sinks[i].type == WL_IO_FILE ? stage_dir : NULL,
+		    recs ? &recs[i] : NULL) != WL_OK)
 			return WL_ERR_IO;
 	}
 	return WL_OK;
@@ -1275,9 +1277,12 @@ wl_flow_checkpoints_on(wl_flow *f, uint64_t first_id)
 void
 wl_flow_durable(wl_flow *f, uint64_t id)
 {
-	for (size_t i = 0; i < f->t->nsinks; i++)
+	for (size_t i = 0; i < f->t->nsinks; i++) {
+		if (f->sinks[i] != NULL)
+			wl_sink_durable(f->sinks[i]);
 		if (f->csinks[i] != NULL)
 			wl_csink_durable(f->csinks[i], id);
+	}
 }
 
 uint64_t
@@ -1371,11 +1376,12 @@ snap_entry(void *arg, const wl_state_entry *e)
 	c->entries++;
 }
 
-uint64_t
+wl_err
 wl_flow_close_epoch(wl_flow *f, wl_ckbuf *b, bool full, int *fds,
     size_t *nfds)
 {
 	snap_ctx c = { .b = b };
+	wl_err err = WL_OK;
 
 	*nfds = 0;
 	for (size_t i = 0; i < f->t->nsteps; i++) {
@@ -1390,14 +1396,20 @@ wl_flow_close_epoch(wl_flow *f, wl_ckbuf *b, bool full, int *fds,
 	}
 	wl_state_clear_dirty(f->state);
 	for (size_t i = 0; i < f->t->nsinks; i++) {
-		if (f->sinks[i] == NULL || wl_sink_length(f->sinks[i]) < 0)
+		wl_sink_commit sc;
+		if (f->sinks[i] == NULL || !wl_sink_staged(f->sinks[i]))
 			continue; /* connector and TCP sinks keep no length */
-		wl_ckbuf_begin(b, WL_CKREC_SINK);
+		if (wl_sink_seal(f->sinks[i], &sc, fds, nfds) != WL_OK) {
+			err = WL_ERR_IO;
+			continue;
+		}
+		wl_ckbuf_begin(b, WL_CKREC_SINK_STAGED);
 		wl_ckbuf_str(b, f->t->sinks[i].name);
-		wl_ckbuf_u64(b, wl_sink_length(f->sinks[i]));
+		wl_ckbuf_u64(b, sc.committed);
+		wl_ckbuf_u64(b, sc.seq);
+		wl_ckbuf_u64(b, sc.dest);
+		wl_ckbuf_u64(b, sc.len);
 		wl_ckbuf_end(b);
-		if (wl_sink_fd(f->sinks[i]) >= 0)
-			fds[(*nfds)++] = wl_sink_fd(f->sinks[i]);
 	}
 	/* The next epoch goes on where it waited, in its order. */
 	f->closing = NULL;
@@ -1412,7 +1424,7 @@ wl_flow_close_epoch(wl_flow *f, wl_ckbuf *b, bool full, int *fds,
 		while ((e = wl_queue_pop(&f->sink_held[i])) != NULL)
 			deliver(f, (node_ref){ WL_NODE_SINK, (int)i }, e);
 	}
-	return c.entries;
+	return err;
 }
 
 wl_err

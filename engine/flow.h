@@ -24,6 +24,7 @@
 #include "event.h"
 #include "ckptlog.h"
 #include "hist.h"
+#include "sink.h"
 #include "topology.h"
 
 typedef struct wl_flow wl_flow;
@@ -41,10 +42,12 @@ wl_err wl_flow_new(wl_flow **out, struct ev_loop *loop, const wl_topology *t,
     const char *sockdir, const char *worker, uint64_t incarnation,
     const wl_flow_hooks *hooks, void *arg);
 
-/* Opens the built-in sinks (before wl_flow_start). `keep` (NULL: all -1)
- * gives per sink the length a recovered file sink keeps (-1: truncate).
+/* Opens the built-in sinks (before wl_flow_start). `stage_dir` (NULL:
+ * checkpoints off) makes file sinks staged (sink.h); `recs` (NULL: none
+ * recovered) gives per sink the recovered checkpoint's record.
  * WL_ERR_IO when one cannot be opened (logged). */
-wl_err wl_flow_open_sinks(wl_flow *f, const int64_t *keep);
+wl_err wl_flow_open_sinks(wl_flow *f, const char *stage_dir,
+    const wl_sink_commit *recs);
 
 /* Spawns the runners (calls the ready hook at once when there are none). */
 void wl_flow_start(wl_flow *f);
@@ -92,20 +95,22 @@ uint32_t wl_flow_restarts(const wl_flow *f);
  * and sinks. wl_flow_epoch_complete says when nothing of the closing
  * epoch is left (and built-in sinks have written its bytes);
  * wl_flow_close_epoch then appends its STATE records (every entry when
- * `full`, else those changed) and SINK records (lengths) to `b`, puts the
- * file sinks' descriptors (to fsync) in `fds` (room for one per sink),
- * and lets the waiting events go. Returns the state entries written.
+ * `full`, else those changed) and seals every file sink's stage (a
+ * SINK_STAGED record each), puts the descriptors to fsync in `fds` (room
+ * for three per sink), and lets the waiting events go. WL_ERR_IO when a
+ * sink could not seal (logged): the checkpoint must not count.
  */
 void wl_flow_checkpoints_on(wl_flow *f, uint64_t first_id);
 uint64_t wl_flow_cut(wl_flow *f);
-/* Checkpoint `id` is durable: connector sinks commit up to it. */
+/* Checkpoint `id` is durable: file sinks copy its stage to their file,
+ * connector sinks commit up to it. */
 void wl_flow_durable(wl_flow *f, uint64_t id);
 /* Events tagged with the current epoch since the last cut. */
 uint64_t wl_flow_epoch_events(const wl_flow *f);
 bool wl_flow_epoch_complete(wl_flow *f);
 /* Events of the closing epoch still in the dataflow (0: none closing). */
 uint64_t wl_flow_closing_live(const wl_flow *f);
-uint64_t wl_flow_close_epoch(wl_flow *f, wl_ckbuf *b, bool full, int *fds,
+wl_err wl_flow_close_epoch(wl_flow *f, wl_ckbuf *b, bool full, int *fds,
     size_t *nfds);
 
 /* Recovery: sets the state of `key` in the state step named `step` (or

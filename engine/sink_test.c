@@ -104,7 +104,7 @@ test_files(struct ev_loop *loop)
 
 	snprintf(path, sizeof(path), "%s/new/dirs/out.bin", tmpdir);
 	def = file_def("len", path, WL_FRAMING_LENGTH);
-	TAP_OK(wl_sink_open(&s, loop, &def, -1) == WL_OK,
+	TAP_OK(wl_sink_open(&s, loop, &def, NULL, NULL) == WL_OK,
 	    "open a file sink whose directories do not exist yet");
 	wl_sink_write(s, ev_of("x"));
 	wl_sink_write(s, ev_of(""));
@@ -124,7 +124,7 @@ test_files(struct ev_loop *loop)
 
 	snprintf(path, sizeof(path), "%s/out.txt", tmpdir);
 	def = file_def("lines", path, WL_FRAMING_LINE);
-	TAP_OK(wl_sink_open(&s, loop, &def, -1) == WL_OK, "open a line sink");
+	TAP_OK(wl_sink_open(&s, loop, &def, NULL, NULL) == WL_OK, "open a line sink");
 	wl_sink_write(s, ev_of("a"));
 	wl_sink_write(s, ev_of(""));
 	wl_sink_write(s, ev_of("bc"));
@@ -135,7 +135,7 @@ test_files(struct ev_loop *loop)
 	    "after close the file holds each payload and a newline");
 
 	def = file_def("again", path, WL_FRAMING_LINE);
-	TAP_OK(wl_sink_open(&s, loop, &def, -1) == WL_OK &&
+	TAP_OK(wl_sink_open(&s, loop, &def, NULL, NULL) == WL_OK &&
 	    slurp(path, buf, sizeof(buf)) == 0, "opening truncates");
 	wl_sink_close(s);
 
@@ -148,7 +148,7 @@ test_files(struct ev_loop *loop)
 	snprintf(path, sizeof(path), "%s/plain/out.bin", tmpdir);
 	def = file_def("bad", path, WL_FRAMING_LENGTH);
 	s = NULL;
-	TAP_OK(fd >= 0 && wl_sink_open(&s, loop, &def, -1) == WL_ERR_IO &&
+	TAP_OK(fd >= 0 && wl_sink_open(&s, loop, &def, NULL, NULL) == WL_ERR_IO &&
 	    s == NULL, "a path that cannot be created fails with WL_ERR_IO");
 }
 
@@ -169,7 +169,7 @@ test_origins(struct ev_loop *loop)
 		def = file_def("origins", path, framing ? WL_FRAMING_LENGTH :
 		    WL_FRAMING_LINE);
 		if (wl_stream_pos_new(&sp, 0) != WL_OK ||
-		    wl_sink_open(&s, loop, &def, -1) != WL_OK) {
+		    wl_sink_open(&s, loop, &def, NULL, NULL) != WL_OK) {
 			TAP_OK(0, "open a sink and a stream");
 			return;
 		}
@@ -304,7 +304,7 @@ test_tcp(struct ev_loop *loop)
 	TAP_OK(r.lfd >= 0 && listen(r.lfd, 4) == 0, "a receiver listens on "
 	    "127.0.0.1:%u", port);
 	def = tcp_def(port);
-	TAP_OK(wl_sink_open(&s, loop, &def, -1) == WL_OK, "open a TCP sink to it");
+	TAP_OK(wl_sink_open(&s, loop, &def, NULL, NULL) == WL_OK, "open a TCP sink to it");
 	write_frames(s, 0, NTCP / 2);
 	wl_sink_flush(s);
 	RUN_UNTIL(loop, 5.0, receive(&r) >= nhalf && wl_sink_backlog(s) == 0);
@@ -332,7 +332,7 @@ test_tcp(struct ev_loop *loop)
 	r.buf = malloc(cap);
 	r.lfd = bound_socket(&port);
 	def = tcp_def(port);
-	TAP_OK(r.lfd >= 0 && wl_sink_open(&s, loop, &def, -1) == WL_OK,
+	TAP_OK(r.lfd >= 0 && wl_sink_open(&s, loop, &def, NULL, NULL) == WL_OK,
 	    "open a TCP sink to 127.0.0.1:%u, where nothing listens", port);
 	write_frames(s, 0, 10);
 	wl_sink_flush(s);
@@ -353,6 +353,120 @@ test_tcp(struct ev_loop *loop)
 	free(want);
 }
 
+static bool
+exists(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0;
+}
+
+static off_t
+size_of(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/* Staged (checkpoints on): the file holds only what a durable checkpoint
+ * committed; recovery copies the recovered checkpoint's stage again. */
+static void
+test_staged(struct ev_loop *loop)
+{
+	char path[160], dir[160], st1[200], st2[200], st3[200], st4[200];
+	uint8_t buf[256];
+	wl_sink_commit c, c2;
+	int fds[3];
+	size_t nfds = 0;
+	wl_sink *s;
+	wl_io def;
+
+	snprintf(path, sizeof(path), "%s/staged/out.txt", tmpdir);
+	snprintf(dir, sizeof(dir), "%s/state/sinks", tmpdir);
+	snprintf(st1, sizeof(st1), "%s/st@1", dir);
+	snprintf(st2, sizeof(st2), "%s/st@2", dir);
+	snprintf(st3, sizeof(st3), "%s/st@3", dir);
+	snprintf(st4, sizeof(st4), "%s/st@4", dir);
+	def = file_def("st", path, WL_FRAMING_LINE);
+	TAP_OK(wl_sink_open(&s, loop, &def, dir, NULL) == WL_OK &&
+	    wl_sink_staged(s), "open a staged file sink (its stage dir is created)");
+	wl_sink_write(s, ev_of("one"));
+	wl_sink_write(s, ev_of("two"));
+	wl_sink_flush(s);
+	TAP_OK(wl_sink_backlog(s) == 0 && size_of(path) == 0 &&
+	    size_of(st1) == 8, "written outputs go to the stage file, not the file");
+	TAP_OK(wl_sink_seal(s, &c, fds, &nfds) == WL_OK && c.seen &&
+	    c.seq == 1 && c.dest == 0 && c.len == 8 && c.committed == 8 &&
+	    nfds == 2, "seal: stage 1, 8 bytes at 0; its fd and the dir's to sync");
+	wl_sink_write(s, ev_of("three"));
+	wl_sink_flush(s);
+	TAP_OK(size_of(path) == 0 && size_of(st2) == 6,
+	    "the next epoch's outputs go to stage 2 while 1 is in flight");
+	wl_sink_durable(s);
+	TAP_OK(slurp(path, buf, sizeof(buf)) == 8 &&
+	    memcmp(buf, "one\ntwo\n", 8) == 0 && exists(st1),
+	    "durable: stage 1 is copied to the file, and kept until it is synced");
+	nfds = 0;
+	TAP_OK(wl_sink_seal(s, &c, fds, &nfds) == WL_OK && c.seq == 2 &&
+	    c.dest == 8 && c.len == 6 && c.committed == 14 && nfds == 3,
+	    "seal 2: 6 bytes at 8; the file is synced too (stage 1's copy)");
+	/* That checkpoint fails: no durable. The next seal joins the stages. */
+	wl_sink_write(s, ev_of("four"));
+	wl_sink_flush(s);
+	nfds = 0;
+	TAP_OK(wl_sink_seal(s, &c, fds, &nfds) == WL_OK && c.seq == 2 &&
+	    c.dest == 8 && c.len == 11 && c.committed == 19 && !exists(st3) &&
+	    size_of(st2) == 11, "after a failed checkpoint the next seal "
+	    "joins its outputs to the sealed stage: 11 bytes at 8");
+	wl_sink_durable(s);
+	TAP_OK(slurp(path, buf, sizeof(buf)) == 19 &&
+	    memcmp(buf, "one\ntwo\nthree\nfour\n", 19) == 0 && !exists(st1) &&
+	    exists(st2), "durable: stage 1 removed, stage 2 copied");
+	wl_sink_write(s, ev_of("five"));
+	wl_sink_flush(s);
+	wl_sink_close(s);
+	TAP_OK(!exists(st2) && exists(st4) && size_of(path) == 19,
+	    "close syncs the file and removes stage 2; stage 4 (uncommitted; "
+	    "3 was joined to 2) stays for recovery, out of the file");
+
+	/* Recovery from the checkpoint that sealed stage 2 (c): a crash may
+	 * have cut the copy short. Stage 2 is gone (copied, synced). */
+	TAP_OK(truncate(path, 19) == 0 && wl_sink_open(&s, loop, &def, dir,
+	    &c) == WL_OK && size_of(path) == 19 && !exists(st4),
+	    "recovery with the stage removed and the file complete: kept; "
+	    "stage 4 is removed");
+	wl_sink_write(s, ev_of("six"));
+	wl_sink_flush(s);
+	nfds = 0;
+	TAP_OK(wl_sink_seal(s, &c2, fds, &nfds) == WL_OK && c2.seq == 3 &&
+	    c2.dest == 19 && c2.len == 4, "numbering goes on after the "
+	    "recovered stage: stage 3, at 19");
+	wl_sink_close(s); /* crash before its checkpoint is durable */
+	TAP_OK(truncate(path, 21) == 0 && wl_sink_open(&s, loop, &def, dir,
+	    &c2) == WL_OK && slurp(path, buf, sizeof(buf)) == 23 &&
+	    memcmp(buf + 19, "six\n", 4) == 0 && !exists(st3),
+	    "recovery of a half-copied stage: the file is cut to its place and "
+	    "the stage copied again");
+	wl_sink_close(s);
+	c2.seq = 9;
+	c2.dest = 23;
+	c2.committed = 27;
+	TAP_OK(wl_sink_open(&s, loop, &def, dir, &c2) == WL_ERR_IO,
+	    "a recorded stage that is missing while the file is short: refused");
+	c2 = (wl_sink_commit){ .seen = true, .committed = 40 };
+	TAP_OK(wl_sink_open(&s, loop, &def, dir, &c2) == WL_ERR_IO,
+	    "a file shorter than its committed length: refused");
+	c2 = (wl_sink_commit){ .seen = true, .committed = 4 };
+	TAP_OK(wl_sink_open(&s, loop, &def, dir, &c2) == WL_OK &&
+	    size_of(path) == 4, "a format-1 record (a length, no stage): the "
+	    "file is cut to it");
+	wl_sink_close(s);
+	TAP_OK(wl_sink_open(&s, loop, &def, dir, NULL) == WL_OK &&
+	    size_of(path) == 0, "a staged sink no checkpoint saw starts empty");
+	wl_sink_close(s);
+}
+
 int
 main(void)
 {
@@ -368,6 +482,7 @@ main(void)
 	ev_timer_start(loop, &tick);
 	test_files(loop);
 	test_origins(loop);
+	test_staged(loop);
 	test_tcp(loop);
 	wl_sink_close(NULL);
 	TAP_OK(1, "close accepts NULL");

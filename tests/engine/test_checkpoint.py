@@ -73,6 +73,30 @@ def wait_lines(path, n, timeout=30.0):
     raise AssertionError("%s never reached %d lines" % (path, n))
 
 
+def written(pid):
+    """Bytes the process has written so far (/proc/PID/io wchar), or None."""
+    try:
+        with open("/proc/%d/io" % pid) as f:
+            for line in f:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def wait_written(pid, n, timeout=10.0):
+    """Waits (polling, with a deadline) until the process has written `n`
+    more bytes, or has exited."""
+    start = written(pid)
+    deadline = time.monotonic() + timeout
+    while start is not None and time.monotonic() < deadline:
+        now = written(pid)
+        if now is None or now - start >= n:
+            return
+        time.sleep(0.002)
+
+
 def args(tmp_path, interval="0.05"):
     return ["--state-dir", str(tmp_path / "state"), "--checkpoint-interval", interval]
 
@@ -80,6 +104,7 @@ def args(tmp_path, interval="0.05"):
 def test_killed_engine_restarts_from_its_last_checkpoint_exactly_once(engine, tmp_path):
     want = write_input(tmp_path, 20000)
     kills = 0
+    seen = []
     for round_ in range(4):
         e = engine(topology(), *args(tmp_path), group=True)
         # Die a different while after a checkpoint each round: the kill may
@@ -87,15 +112,29 @@ def test_killed_engine_restarts_from_its_last_checkpoint_exactly_once(engine, tm
         e.wait_for(r"CKPT-DONE checkpoint \d+ durable", timeout=60)
         if round_ > 0:
             e.wait_for(r"CKPT-RECOVER recovered checkpoint \d+")
+            # Recovery cuts a file only when it held output that no
+            # checkpoint committed, which a reader could have seen.
+            assert "SINK-TRUNCATE" not in e.log(), e.log()
         if e.proc.poll() is not None:
             break  # finished before the kill
+        # Let the next epoch's outputs start to be written (the engine's
+        # written bytes grow) so that the kill finds uncommitted output.
+        wait_written(e.proc.pid, 4000)
         e.kill_group()
         kills += 1
+        # What a reader of the file saw at the crash: committed output
+        # only, so every later version of the file must start with it.
+        seen.append((tmp_path / "out" / "counts.txt").read_bytes())
     e = engine(topology(), *args(tmp_path))
     assert e.wait(120) == 0, e.log()
     assert kills >= 2, "the input ran out before the engine was killed twice"
     e.wait_for(r"CKPT-RECOVER recovered checkpoint \d+ from .*state")
     check_oracle(tmp_path / "out" / "counts.txt", want)
+    final = (tmp_path / "out" / "counts.txt").read_bytes()
+    assert any(seen), "no output was committed before the kills"
+    for i, b in enumerate(seen):
+        assert final.startswith(b), \
+            "after kill %d the file held %d bytes that the final output does not start with" % (i + 1, len(b))
     assert e.summary()["checkpoints"]["failed"] == "0"
 
 
@@ -103,7 +142,10 @@ def test_sigterm_takes_a_final_checkpoint_and_the_next_run_continues(engine, tmp
     want = write_input(tmp_path, 6000)
     e = engine(topology(slow_ms="0.5"), *args(tmp_path, interval="10"))
     e.wait_for(r"SRC-START source 'in'")
-    wait_lines(tmp_path / "out" / "counts.txt", 500)
+    # Outputs go to the sink's stage file until a checkpoint commits them:
+    # with a 10 s interval none has, so the file itself is still empty.
+    wait_lines(tmp_path / "state" / "sinks" / "out@1", 500)
+    assert (tmp_path / "out" / "counts.txt").read_bytes() == b""
     e.terminate()
     assert e.wait(60) == 0, e.log()
     # The interval is 10 s: the only checkpoint is the final one.
