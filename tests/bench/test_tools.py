@@ -1296,3 +1296,28 @@ def test_bench_run_one_pipeline(case):
     if case.startswith("w3/py"):
         assert r["runner_cpu_s"] > 0
         assert r["gen_rate"] > 0.9 * 20000
+    # the generator's progress lines made it (one every 0.5 s of a 1 s run)
+    assert r["progress"] and r["progress"][-1][1] <= r["sent"]
+
+
+def _bench_run_module():
+    import importlib.util
+    from importlib.machinery import SourceFileLoader
+    loader = SourceFileLoader("bench_run", os.path.join(ROOT, "bench", "run"))
+    spec = importlib.util.spec_from_loader("bench_run", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def test_bench_run_rate_helpers():
+    br = _bench_run_module()
+    # the last (partial) second and trailing empty seconds are left out;
+    # then the mean of the last quarter of the seconds with output
+    assert br.tail_output_rate([10, 20, 30, 40, 50, 60, 70, 80, 0, 5]) == 75
+    assert br.tail_output_rate([100, 100, 100]) == 0          # too short to say
+    assert br.tail_output_rate([]) == 0
+    # progress points at or after 3/4 of a 4 s run: (3.0, 300) .. (4.0, 500)
+    prog = [[1.0, 100], [2.0, 200], [3.0, 300], [3.5, 400], [4.0, 500]]
+    assert br.last_quarter_rate(prog, 4.0) == 200
+    assert br.last_quarter_rate(prog[:3], 4.0) == 0
