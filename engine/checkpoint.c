@@ -52,6 +52,8 @@ struct wl_ckpt {
 	uint32_t nrec;          /* records in buf before COMMIT */
 	bool full;
 	int *fds;               /* owned; fsynced before the log is written */
+	wl_ckhist_entry *hist;  /* owned: the recovered log's checkpoints */
+	size_t nhist;
 	size_t nfds, fdcap;
 	/* Writer thread. */
 	pthread_t th;
@@ -256,7 +258,7 @@ wl_ckpt_open(wl_ckpt **out, struct ev_loop *loop, const char *dir,
 /* -- recovery --------------------------------------------------------- */
 
 typedef struct {
-	uint64_t begin, end, id;
+	uint64_t begin, end, id, incarnation;
 	uint32_t partitions;
 	bool full;
 } range;
@@ -286,7 +288,7 @@ pass1(void *arg, const wl_ckrec *r, char *why, size_t n)
 		s->in = true;
 		s->cur.begin = r->offset;
 		s->cur.id = wl_ckcur_u64(&k);
-		(void)wl_ckcur_u64(&k);
+		s->cur.incarnation = wl_ckcur_u64(&k);
 		s->cur.full = (wl_ckcur_u32(&k) & WL_CKPT_FULL) != 0;
 		s->cur.partitions = wl_ckcur_u32(&k);
 		return k.bad ? WL_ERR_PROTO : WL_OK;
@@ -476,6 +478,11 @@ wl_ckpt_recover(wl_ckpt *c, const wl_ckpt_restore *r, void *arg,
 			goto out;
 	}
 	c->end = s.nr > 0 ? s.r[s.nr - 1].end : 0;
+	free(c->hist);
+	c->hist = s.nr > 0 ? calloc(s.nr, sizeof(*c->hist)) : NULL;
+	c->nhist = c->hist ? s.nr : 0;
+	for (size_t i = 0; i < c->nhist; i++)
+		c->hist[i] = (wl_ckhist_entry){ s.r[i].id, s.r[i].incarnation };
 	if (s.nr > 0) {
 		*last_id = s.r[s.nr - 1].id;
 		c->partitions = s.r[s.nr - 1].partitions;
@@ -528,6 +535,12 @@ wl_ckpt_begin(wl_ckpt *c, uint64_t id, uint64_t incarnation,
 	    (uint64_t)ts.tv_nsec / 1000u);
 	wl_ckbuf_end(&c->buf);
 	return &c->buf;
+}
+
+wl_ckhist
+wl_ckpt_history(const wl_ckpt *c)
+{
+	return (wl_ckhist){ c->hist, c->nhist };
 }
 
 void
@@ -626,5 +639,6 @@ wl_ckpt_free(wl_ckpt *c)
 		close(c->fd);
 	wl_ckbuf_free(&c->buf);
 	free(c->fds);
+	free(c->hist);
 	free(c);
 }

@@ -72,6 +72,11 @@ wl_ckbuf *wl_ckpt_begin(wl_ckpt *c, uint64_t id, uint64_t incarnation,
  * at a time: WL_ERR_STATE while one is in flight. */
 wl_err wl_ckpt_submit(wl_ckpt *c, const int *fds, size_t nfds);
 
+/* The checkpoints the recovered log held (after wl_ckpt_recover; valid
+ * while `c` lives): which incarnation wrote each, for 2PC sinks deciding
+ * epochs an earlier engine left in doubt. */
+wl_ckhist wl_ckpt_history(const wl_ckpt *c);
+
 /* The checkpoint begun cannot be submitted (the caller says why): counted
  * as failed, and the next one is full (the dirty set went to this one). */
 void wl_ckpt_abandon(wl_ckpt *c);

@@ -396,3 +396,21 @@ wl_ckptlog_scan(const char *path, wl_ckscan_fn fn, void *arg,
 	free(buf);
 	return rc;
 }
+
+wl_ckhist_answer
+wl_ckhist_covers(const wl_ckhist *h, uint64_t id, uint64_t incarnation)
+{
+	uint64_t last = 0;
+
+	for (size_t i = 0; i < h->n; i++)
+		if (h->v[i].incarnation == incarnation)
+			last = h->v[i].id;
+	if (last != 0)
+		return id <= last ? WL_CKHIST_YES : WL_CKHIST_NO;
+	/* No checkpoint of that incarnation in the log: if `id` is before
+	 * the log's first one, its checkpoints may have been compacted
+	 * away; after it, none of them was at or after `id`. */
+	if (h->n > 0 && id < h->v[0].id)
+		return WL_CKHIST_BY_ID;
+	return WL_CKHIST_NO;
+}

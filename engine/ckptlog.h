@@ -106,6 +106,35 @@ const uint8_t *wl_ckcur_str(wl_ckcur *c, uint16_t *n);
 const uint8_t *wl_ckcur_bytes(wl_ckcur *c, size_t n);
 int wl_ckcur_done(const wl_ckcur *c);
 
+/* The checkpoints a recovered log holds, oldest first (ids increase):
+ * each one's id and the engine incarnation that wrote it. */
+typedef struct {
+	uint64_t id, incarnation;
+} wl_ckhist_entry;
+typedef struct {
+	const wl_ckhist_entry *v;  /* not owned */
+	size_t n;
+} wl_ckhist;
+
+/* How it is known whether an epoch of checkpoint `id`, prepared by
+ * `incarnation`, is covered by a durable checkpoint. */
+typedef enum {
+	WL_CKHIST_NO,        /* that incarnation's checkpoints in the log all
+	                        come before `id`, or `id` is after the log */
+	WL_CKHIST_YES,       /* a checkpoint >= `id` by that incarnation is in
+	                        the log: it counted on the epoch's outputs */
+	WL_CKHIST_BY_ID,     /* older than the log (compacted away): only the
+	                        id says it was durable */
+} wl_ckhist_answer;
+
+/* Within one incarnation checkpoints are cut in order and each covers all
+ * before it, so a durable checkpoint `k' >= id` of the same incarnation
+ * means the epoch counted. Checkpoints of other incarnations say nothing
+ * about it (a later engine may have reused the id after recovering an
+ * older checkpoint). */
+wl_ckhist_answer wl_ckhist_covers(const wl_ckhist *h, uint64_t id,
+    uint64_t incarnation);
+
 /* How a scan ended. */
 typedef enum {
 	WL_CKSCAN_CLEAN,  /* every byte belonged to a valid record */

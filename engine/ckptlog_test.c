@@ -186,5 +186,28 @@ main(void)
 	wl_ckbuf_free(&b);
 	unlink(path);
 	rmdir(dir);
+	{
+		/* Incarnation A wrote 3..5, B recovered 4 and wrote 5..6 (A's
+		 * 5 never became durable, or it would have been recovered). */
+		static const wl_ckhist_entry v[] = {
+			{ 3, 0xA }, { 4, 0xA }, { 5, 0xB }, { 6, 0xB },
+		};
+		wl_ckhist h = { v, 4 }, none = { NULL, 0 };
+		TAP_OK(wl_ckhist_covers(&h, 4, 0xA) == WL_CKHIST_YES &&
+		    wl_ckhist_covers(&h, 3, 0xA) == WL_CKHIST_YES,
+		    "an epoch of A's checkpoint 3 or 4: covered by A's durable 4");
+		TAP_OK(wl_ckhist_covers(&h, 5, 0xA) == WL_CKHIST_NO,
+		    "an epoch A prepared for 5: not covered, though B's 5 is durable");
+		TAP_OK(wl_ckhist_covers(&h, 6, 0xB) == WL_CKHIST_YES &&
+		    wl_ckhist_covers(&h, 7, 0xB) == WL_CKHIST_NO,
+		    "B's 6 is covered, B's 7 is not");
+		TAP_OK(wl_ckhist_covers(&h, 2, 0xC) == WL_CKHIST_BY_ID,
+		    "an incarnation missing from the log, before its first "
+		    "checkpoint: only the id can say");
+		TAP_OK(wl_ckhist_covers(&h, 5, 0xC) == WL_CKHIST_NO,
+		    "an incarnation missing from the log, within it: not covered");
+		TAP_OK(wl_ckhist_covers(&none, 1, 0xA) == WL_CKHIST_NO,
+		    "an empty log covers nothing");
+	}
 	return TAP_DONE();
 }

@@ -95,6 +95,7 @@ struct wl_csink {
 	/* Checkpoints. */
 	bool ckpt;
 	uint64_t recovered_id;   /* the checkpoint this incarnation started from */
+	wl_ckhist hist;          /* the recovered log's checkpoints */
 	uint64_t durable_id;     /* the last durable checkpoint */
 	uint64_t closed_id;      /* every output of checkpoints <= it is here */
 	uint64_t ep_seq;
@@ -463,16 +464,24 @@ on_indoubt(conn *c, const Wallaroo__V1__InDoubt *d)
 		ep *x = find_ep(c, e);
 		if (x != NULL && (x->st == EP_COMMITTING || x->st == EP_PREPARED))
 			continue;
-		/* Prepared by an earlier incarnation in a checkpoint that
-		 * became durable (it is at most the one recovered from): that
-		 * checkpoint counted on these outputs, so they are committed. */
-		if (s->ckpt && inc != s->cfg.incarnation && ck != 0 &&
-		    ck <= s->recovered_id &&
+		/* Prepared by an earlier incarnation, and a durable checkpoint
+		 * of that incarnation covers it: that checkpoint counted on these
+		 * outputs, so they are committed. A checkpoint of the same id by
+		 * another incarnation does not: that engine recovered an older
+		 * one and produced the outputs again. */
+		wl_ckhist_answer a = s->ckpt && inc != s->cfg.incarnation &&
+		    ck != 0 ? wl_ckhist_covers(&s->hist, ck, inc) : WL_CKHIST_NO;
+		if (a == WL_CKHIST_BY_ID && ck > s->recovered_id)
+			a = WL_CKHIST_NO;
+		if (a != WL_CKHIST_NO &&
 		    (x = add_ep(c, e, ck, EP_COMMITTING)) != NULL) {
 			wl_log("CONN-INDOUBT", "sink %s/%u holds epoch %llu of "
-			    "checkpoint %llu, which is durable: commit",
-			    s->cfg.def->name, c->instance, (unsigned long long)e,
-			    (unsigned long long)ck);
+			    "checkpoint %llu, %s: commit", s->cfg.def->name,
+			    c->instance, (unsigned long long)e,
+			    (unsigned long long)ck, a == WL_CKHIST_YES ?
+			    "covered by a durable checkpoint of the incarnation "
+			    "that prepared it" : "older than the checkpoint log, "
+			    "so durable by its id");
 			send_decision(c, e, true);
 			continue;
 		}
@@ -774,9 +783,10 @@ wl_csink_restarts(const wl_csink *s)
 }
 
 void
-wl_csink_checkpoints_on(wl_csink *s, uint64_t recovered_id)
+wl_csink_checkpoints_on(wl_csink *s, uint64_t recovered_id, wl_ckhist hist)
 {
 	s->ckpt = true;
+	s->hist = hist;
 	s->recovered_id = s->durable_id = s->closed_id = recovered_id;
 }
 

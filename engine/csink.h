@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <ev.h>
 
+#include "ckptlog.h"
 #include "err.h"
 #include "event.h"
 #include "topology.h"
@@ -53,15 +54,19 @@ size_t wl_csink_pending_bytes(const wl_csink *s);
 
 /*
  * Checkpoints (csink.c, top). wl_csink_checkpoints_on: epochs follow the
- * checkpoints, and in-doubt epochs of earlier incarnations are committed
- * when their checkpoint is at most `recovered_id`. wl_csink_close_epoch:
+ * checkpoints, and an in-doubt epoch of an earlier incarnation is
+ * committed when `hist` (the recovered log; entries not owned, they must
+ * outlive `s`) holds a checkpoint of that incarnation at or after the
+ * epoch's (wl_ckhist_covers), or, for one older than the whole log, when
+ * its checkpoint is at most `recovered_id`. wl_csink_close_epoch:
  * every output of checkpoints <= `id` has been written here; prepare
  * them (outputs count as taken over at Prepared). wl_csink_durable:
  * checkpoint `id` is on disk; commit its epochs and the earlier ones.
  * wl_csink_unresolved: epochs prepared or committed and not yet resolved
  * (the engine must not stop before they are).
  */
-void wl_csink_checkpoints_on(wl_csink *s, uint64_t recovered_id);
+void wl_csink_checkpoints_on(wl_csink *s, uint64_t recovered_id,
+    wl_ckhist hist);
 void wl_csink_close_epoch(wl_csink *s, uint64_t id);
 void wl_csink_durable(wl_csink *s, uint64_t id);
 uint64_t wl_csink_unresolved(const wl_csink *s);

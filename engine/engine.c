@@ -412,7 +412,7 @@ ckpt_recover(engine *g, const wl_engine_opts *o)
 		    (unsigned long long)last, wl_ckpt_partitions(g->ckpt),
 		    g->t->partitions);
 	wl_flow_restored(g->flow);
-	wl_flow_checkpoints_on(g->flow, last + 1);
+	wl_flow_checkpoints_on(g->flow, last + 1, wl_ckpt_history(g->ckpt));
 	for (size_t i = 0; i < g->t->nsources; i++)
 		if (g->csources[i] != NULL)
 			wl_csource_checkpoints_on(g->csources[i], last);

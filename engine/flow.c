@@ -1262,7 +1262,7 @@ wl_flow_free(wl_flow *f)
 /* -- checkpoints ------------------------------------------------------ */
 
 void
-wl_flow_checkpoints_on(wl_flow *f, uint64_t first_id)
+wl_flow_checkpoints_on(wl_flow *f, uint64_t first_id, wl_ckhist hist)
 {
 	f->eps[0] = (wl_epoch){ .id = first_id };
 	f->eps[1] = (wl_epoch){ 0 };
@@ -1271,7 +1271,7 @@ wl_flow_checkpoints_on(wl_flow *f, uint64_t first_id)
 	f->tagged = 0;
 	for (size_t i = 0; i < f->t->nsinks; i++)
 		if (f->csinks[i] != NULL)
-			wl_csink_checkpoints_on(f->csinks[i], first_id - 1);
+			wl_csink_checkpoints_on(f->csinks[i], first_id - 1, hist);
 }
 
 void

@@ -100,7 +100,9 @@ uint32_t wl_flow_restarts(const wl_flow *f);
  * for three per sink), and lets the waiting events go. WL_ERR_IO when a
  * sink could not seal (logged): the checkpoint must not count.
  */
-void wl_flow_checkpoints_on(wl_flow *f, uint64_t first_id);
+/* `hist` (its entries must outlive the flow): the recovered log's
+ * checkpoints, for 2PC sinks' in-doubt epochs. */
+void wl_flow_checkpoints_on(wl_flow *f, uint64_t first_id, wl_ckhist hist);
 uint64_t wl_flow_cut(wl_flow *f);
 /* Checkpoint `id` is durable: file sinks copy its stage to their file,
  * connector sinks commit up to it. */
