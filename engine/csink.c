@@ -471,6 +471,10 @@ on_indoubt(conn *c, const Wallaroo__V1__InDoubt *d)
 		 * one and produced the outputs again. */
 		wl_ckhist_answer a = s->ckpt && inc != s->cfg.incarnation &&
 		    ck != 0 ? wl_ckhist_covers(&s->hist, ck, inc) : WL_CKHIST_NO;
+		/* Incarnation 0: the sink did not say who prepared it (it is
+		 * older than any engine): only the id can decide. */
+		if (s->ckpt && inc == 0 && ck != 0)
+			a = WL_CKHIST_BY_ID;
 		if (a == WL_CKHIST_BY_ID && ck > s->recovered_id)
 			a = WL_CKHIST_NO;
 		if (a != WL_CKHIST_NO &&
@@ -480,8 +484,9 @@ on_indoubt(conn *c, const Wallaroo__V1__InDoubt *d)
 			    c->instance, (unsigned long long)e,
 			    (unsigned long long)ck, a == WL_CKHIST_YES ?
 			    "covered by a durable checkpoint of the incarnation "
-			    "that prepared it" : "older than the checkpoint log, "
-			    "so durable by its id");
+			    "that prepared it" : "at most the recovered one (by "
+			    "its id only: older than the log, or prepared by an "
+			    "unnamed incarnation)");
 			send_decision(c, e, true);
 			continue;
 		}

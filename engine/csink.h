@@ -57,8 +57,9 @@ size_t wl_csink_pending_bytes(const wl_csink *s);
  * checkpoints, and an in-doubt epoch of an earlier incarnation is
  * committed when `hist` (the recovered log; entries not owned, they must
  * outlive `s`) holds a checkpoint of that incarnation at or after the
- * epoch's (wl_ckhist_covers), or, for one older than the whole log, when
- * its checkpoint is at most `recovered_id`. wl_csink_close_epoch:
+ * epoch's (wl_ckhist_covers), or, for one older than the whole log or
+ * listed with incarnation 0, when its checkpoint is at most
+ * `recovered_id`. wl_csink_close_epoch:
  * every output of checkpoints <= `id` has been written here; prepare
  * them (outputs count as taken over at Prepared). wl_csink_durable:
  * checkpoint `id` is on disk; commit its epochs and the earlier ones.
