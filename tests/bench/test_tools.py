@@ -1321,3 +1321,33 @@ def test_bench_run_rate_helpers():
     prog = [[1.0, 100], [2.0, 200], [3.0, 300], [3.5, 400], [4.0, 500]]
     assert br.last_quarter_rate(prog, 4.0) == 200
     assert br.last_quarter_rate(prog[:3], 4.0) == 0
+
+
+def test_bench_profile_classifies_call_chains():
+    import importlib.util
+    from importlib.machinery import SourceFileLoader
+    loader = SourceFileLoader("bench_profile", os.path.join(ROOT, "bench", "profile"))
+    spec = importlib.util.spec_from_loader("bench_profile", loader)
+    bp = importlib.util.module_from_spec(spec)
+    loader.exec_module(bp)
+    text = (
+        "nng:task 12 [000] 1.0: 250000 cpu-clock:\n"
+        "\tffff finish_task_switch ([kernel.kallsyms])\n"
+        "\tffff futex_wait ([kernel.kallsyms])\n"
+        "\n"
+        "wallaroo-engine 12 [001] 1.1: 250000 cpu-clock:\n"
+        "\t5555 wl_state_get (/x/wallaroo-engine)\n"
+        "\n"
+        "wallaroo-engine 12 [001] 1.2: 250000 cpu-clock:\n"
+        "\tffff _raw_spin_unlock ([kernel.kallsyms])\n"
+        "\tffff tcp_sendmsg ([kernel.kallsyms])\n"
+        "\n"
+        "nng:task 13 [000] 1.3: 250000 cpu-clock:\n"
+        "\tffff copy ([kernel.kallsyms])\n"
+        "\tffff unix_stream_recvmsg ([kernel.kallsyms])\n")
+    counts, total = bp.classify(text)
+    assert total == 4
+    assert counts[("nng:task", "futex (waiting for / waking a thread)")] == 1
+    assert counts[("wallaroo-engine", "user space")] == 1
+    assert counts[("wallaroo-engine", "tcp (built-in source and sink)")] == 1
+    assert counts[("nng:task", "unix socket (nng ipc to runners)")] == 1
