@@ -1300,18 +1300,19 @@ def test_bench_run_one_pipeline(case):
     assert r["progress"] and r["progress"][-1][1] <= r["sent"]
 
 
-def _bench_run_module():
+def _bench_script(name):
+    """bench/NAME (a Python script without .py) as a module."""
     import importlib.util
     from importlib.machinery import SourceFileLoader
-    loader = SourceFileLoader("bench_run", os.path.join(ROOT, "bench", "run"))
-    spec = importlib.util.spec_from_loader("bench_run", loader)
+    loader = SourceFileLoader("bench_" + name, os.path.join(ROOT, "bench", name))
+    spec = importlib.util.spec_from_loader("bench_" + name, loader)
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
     return mod
 
 
 def test_bench_run_rate_helpers():
-    br = _bench_run_module()
+    br = _bench_script("run")
     # the last (partial) second and trailing empty seconds are left out;
     # then the mean of the last quarter of the seconds with output
     assert br.tail_output_rate([10, 20, 30, 40, 50, 60, 70, 80, 0, 5]) == 75
@@ -1324,12 +1325,7 @@ def test_bench_run_rate_helpers():
 
 
 def test_bench_profile_classifies_call_chains():
-    import importlib.util
-    from importlib.machinery import SourceFileLoader
-    loader = SourceFileLoader("bench_profile", os.path.join(ROOT, "bench", "profile"))
-    spec = importlib.util.spec_from_loader("bench_profile", loader)
-    bp = importlib.util.module_from_spec(spec)
-    loader.exec_module(bp)
+    bp = _bench_script("profile")
     text = (
         "nng:task 12 [000] 1.0: 250000 cpu-clock:\n"
         "\tffff finish_task_switch ([kernel.kallsyms])\n"
