@@ -79,6 +79,7 @@ def serve_batch(steps, batch):
 def main():
     addr = os.environ["WALLAROO_ENGINE_ADDR"]
     maxmsg = int(os.environ.get("WALLAROO_MAX_MESSAGE_BYTES", 16 << 20))
+    announce = os.environ.get("WL_ANNOUNCE") == "1"
     sock = pynng.Pair1(recv_max_size=maxmsg * 4)
     sock.dial(addr, block=True)
     hello = pb.Frame()
@@ -148,6 +149,10 @@ def main():
                 st.value = b"1"
                 st.present = True
             sock.send(reply.SerializeToString())
+            if announce:
+                # On the engine's stderr (a runner's output goes there):
+                # a test can wait for work done after a given moment.
+                print("RAW-REPLIED batch %d" % f.batch.batch_id, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,14 @@ def write_input(tmp_path, lines, seed=1):
     return collections.Counter(keys)
 
 
-def topology(slow_ms="0.05", limits="queue_max_bytes: 20000, batch_max_events: 64"):
+def topology(slow_ms="0.05", limits="queue_max_bytes: 20000, batch_max_events: 64",
+             announce=False):
+    env = {"WL_SLOW_MS": slow_ms}
+    if announce:
+        env["WL_ANNOUNCE"] = "1"  # RAW-REPLIED lines on the engine's stderr
     return ("application: oracle\n"
             "limits: {" + limits + "}\n"
-            "programs:\n" + raw_program(instances=2, WL_SLOW_MS=slow_ms) +
+            "programs:\n" + raw_program(instances=2, **env) +
             "sources:\n  in: {type: file, path: in.txt, framing: line}\n"
             "steps:\n"
             "  by-key: {kind: key_by, key: {offset: 0, length: 3}, inputs: [in]}\n"
@@ -73,30 +77,6 @@ def wait_lines(path, n, timeout=30.0):
     raise AssertionError("%s never reached %d lines" % (path, n))
 
 
-def written(pid):
-    """Bytes the process has written so far (/proc/PID/io wchar), or None."""
-    try:
-        with open("/proc/%d/io" % pid) as f:
-            for line in f:
-                if line.startswith("wchar:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def wait_written(pid, n, timeout=10.0):
-    """Waits (polling, with a deadline) until the process has written `n`
-    more bytes, or has exited."""
-    start = written(pid)
-    deadline = time.monotonic() + timeout
-    while start is not None and time.monotonic() < deadline:
-        now = written(pid)
-        if now is None or now - start >= n:
-            return
-        time.sleep(0.002)
-
-
 def args(tmp_path, interval="0.05"):
     return ["--state-dir", str(tmp_path / "state"), "--checkpoint-interval", interval]
 
@@ -106,7 +86,7 @@ def test_killed_engine_restarts_from_its_last_checkpoint_exactly_once(engine, tm
     kills = 0
     seen = []
     for round_ in range(4):
-        e = engine(topology(), *args(tmp_path), group=True)
+        e = engine(topology(announce=True), *args(tmp_path), group=True)
         # Die a different while after a checkpoint each round: the kill may
         # land in a cut, in a write, or between them.
         e.wait_for(r"CKPT-DONE checkpoint \d+ durable", timeout=60)
@@ -117,9 +97,10 @@ def test_killed_engine_restarts_from_its_last_checkpoint_exactly_once(engine, tm
             assert "SINK-TRUNCATE" not in e.log(), e.log()
         if e.proc.poll() is not None:
             break  # finished before the kill
-        # Let the next epoch's outputs start to be written (the engine's
-        # written bytes grow) so that the kill finds uncommitted output.
-        wait_written(e.proc.pid, 4000)
+        # Let the runners answer a few batches after that checkpoint, so
+        # that the kill finds output no checkpoint has committed yet.
+        if not e.wait_count(r"RAW-REPLIED batch", e.count(r"RAW-REPLIED batch") + 8):
+            break  # finished before the kill
         e.kill_group()
         kills += 1
         # What a reader of the file saw at the crash: committed output
