@@ -402,6 +402,12 @@ wl_ckhist_covers(const wl_ckhist *h, uint64_t id, uint64_t incarnation)
 {
 	uint64_t last = 0;
 
+	/* Incarnation 0: the sink did not keep who prepared it (0 is older
+	 * than any engine): only the id can say, against the newest
+	 * checkpoint of the log, the one recovered from. */
+	if (incarnation == 0)
+		return h->n > 0 && id <= h->v[h->n - 1].id ? WL_CKHIST_BY_ID :
+		    WL_CKHIST_NO;
 	for (size_t i = 0; i < h->n; i++)
 		if (h->v[i].incarnation == incarnation)
 			last = h->v[i].id;

@@ -123,8 +123,9 @@ typedef enum {
 	                        come before `id`, or `id` is after the log */
 	WL_CKHIST_YES,       /* a checkpoint >= `id` by that incarnation is in
 	                        the log: it counted on the epoch's outputs */
-	WL_CKHIST_BY_ID,     /* older than the log (compacted away): only the
-	                        id says it was durable */
+	WL_CKHIST_BY_ID,     /* older than the log (compacted away), or
+	                        incarnation 0 (not known) and at most the
+	                        log's newest: only the id says it was durable */
 } wl_ckhist_answer;
 
 /* Within one incarnation checkpoints are cut in order and each covers all

@@ -208,6 +208,10 @@ main(void)
 		    "an incarnation missing from the log, within it: not covered");
 		TAP_OK(wl_ckhist_covers(&none, 1, 0xA) == WL_CKHIST_NO,
 		    "an empty log covers nothing");
+		TAP_OK(wl_ckhist_covers(&h, 6, 0) == WL_CKHIST_BY_ID &&
+		    wl_ckhist_covers(&h, 7, 0) == WL_CKHIST_NO &&
+		    wl_ckhist_covers(&none, 1, 0) == WL_CKHIST_NO,
+		    "incarnation 0 (not known): by id, up to the newest checkpoint");
 	}
 	return TAP_DONE();
 }

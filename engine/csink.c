@@ -471,12 +471,6 @@ on_indoubt(conn *c, const Wallaroo__V1__InDoubt *d)
 		 * one and produced the outputs again. */
 		wl_ckhist_answer a = s->ckpt && inc != s->cfg.incarnation &&
 		    ck != 0 ? wl_ckhist_covers(&s->hist, ck, inc) : WL_CKHIST_NO;
-		/* Incarnation 0: the sink did not say who prepared it (it is
-		 * older than any engine): only the id can decide. */
-		if (s->ckpt && inc == 0 && ck != 0)
-			a = WL_CKHIST_BY_ID;
-		if (a == WL_CKHIST_BY_ID && ck > s->recovered_id)
-			a = WL_CKHIST_NO;
 		if (a != WL_CKHIST_NO &&
 		    (x = add_ep(c, e, ck, EP_COMMITTING)) != NULL) {
 			wl_log("CONN-INDOUBT", "sink %s/%u holds epoch %llu of "

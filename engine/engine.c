@@ -219,6 +219,17 @@ ckpt_close(engine *g)
 	g->ck_align_sum += align;
 	if (align > g->ck_align_max)
 		g->ck_align_max = align;
+	if (e != WL_OK) {
+		/* A file sink could not seal its stage (SINK-ERROR says why):
+		 * this checkpoint would claim output it cannot vouch for. */
+		wl_log("CKPT-FAIL", "checkpoint %llu failed: a file sink could "
+		    "not seal its output; the previous checkpoint stands",
+		    (unsigned long long)g->ck_id);
+		wl_ckpt_abandon(g->ckpt);
+		g->ck_failed = true;
+		g->ck = CK_OPEN;
+		return;
+	}
 	for (size_t i = 0; i < g->t->nsources; i++) {
 		if (g->csources[i] != NULL) {
 			wl_csource_record(g->csources[i], b);
@@ -232,17 +243,6 @@ ckpt_close(engine *g)
 		wl_ckbuf_u64(b, g->ck_files[i].last_id);
 		wl_ckbuf_u64(b, g->ck_files[i].offset);
 		wl_ckbuf_end(b);
-	}
-	if (e != WL_OK) {
-		/* A file sink could not seal its stage (SINK-ERROR says why):
-		 * this checkpoint would claim output it cannot vouch for. */
-		wl_log("CKPT-FAIL", "checkpoint %llu failed: a file sink could "
-		    "not seal its output; the previous checkpoint stands",
-		    (unsigned long long)g->ck_id);
-		wl_ckpt_abandon(g->ckpt);
-		g->ck_failed = true;
-		g->ck = CK_OPEN;
-		return;
 	}
 	if (wl_ckpt_submit(g->ckpt, g->ck_fds, nfds) != WL_OK) {
 		g->ck_failed = true;

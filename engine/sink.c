@@ -525,7 +525,8 @@ file_write(wl_sink *s)
 		}
 		off += (size_t)n;
 	}
-	s->cur.len += s->staged ? off : 0;
+	if (s->staged)
+		s->cur.len += off;
 	memmove(s->buf, s->buf + off, s->len - off);
 	s->len -= off;
 	s->written += off;
