@@ -10,6 +10,10 @@
  * connection the other side dropped for size, which LeakSanitizer then
  * reports).
  *
+ * ipc:// addresses are served by ipclink.c unless WALLAROO_NNG_IPC=1;
+ * this test sets it, to test the nng transport the link keeps for other
+ * addresses (ipclink_test.c tests the other).
+ *
  * The test runs on one thread and never sleeps: it drives the loop with
  * EVRUN_ONCE until a condition holds or a deadline passes. A repeating
  * tick timer bounds each EVRUN_ONCE, because some conditions (the peer
@@ -32,202 +36,11 @@
 #include <nng/protocol/pair1/pair.h>
 
 #include "link.h"
+#include "linktest.h"
 #include "tap.h"
 
 #define MAX_MSG 1024        /* the link's receive limit */
 #define NBIG 2000           /* messages sent while the peer does not read */
-#define BIG_SIZE 4096       /* their size: far more than all the buffers */
-
-static double
-mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Drives `loop` until `cond` holds or 5 s have passed; then `cond` is
- * evaluated once more by the caller's TAP_OK. */
-#define RUN_UNTIL(loop, cond) \
-	for (double dl_ = mono() + 5.0; !(cond) && mono() < dl_;) \
-		ev_run((loop), EVRUN_ONCE)
-
-static void
-tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	(void)loop;
-	(void)w;
-	(void)revents;
-}
-
-/* What the hooks saw. */
-typedef struct {
-	wl_link *link;
-	int events[16];
-	int nevents;
-	char msgs[64][32];    /* small messages, as strings */
-	int nmsgs;
-	const char *close_on; /* close the link when this message arrives */
-	bool closed;
-	int hooks_after_close;
-} rec;
-
-static void
-on_recv(void *arg, nng_msg *m)
-{
-	rec *r = arg;
-	size_t n = nng_msg_len(m);
-
-	if (r->closed)
-		r->hooks_after_close++;
-	if (r->nmsgs < 64) {
-		if (n > 31)
-			n = 31;
-		memcpy(r->msgs[r->nmsgs], nng_msg_body(m), n);
-		r->msgs[r->nmsgs][n] = '\0';
-		r->nmsgs++;
-	}
-	nng_msg_free(m);
-	if (r->close_on != NULL && r->nmsgs > 0 &&
-	    strcmp(r->msgs[r->nmsgs - 1], r->close_on) == 0) {
-		wl_link_close(r->link);
-		r->closed = true;
-	}
-}
-
-static void
-on_event(void *arg, wl_link_event ev)
-{
-	rec *r = arg;
-
-	if (r->closed)
-		r->hooks_after_close++;
-	if (r->nevents < 16)
-		r->events[r->nevents++] = (int)ev;
-}
-
-static int
-count_event(const rec *r, int ev)
-{
-	int n = 0;
-
-	for (int i = 0; i < r->nevents; i++)
-		n += r->events[i] == ev;
-	return n;
-}
-
-static const wl_link_hooks hooks = { on_recv, on_event };
-
-/* The peer's pipe went away: set from an nng thread. */
-static atomic_int peer_removed;
-
-static void
-peer_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
-{
-	(void)p;
-	(void)ev;
-	(void)arg;
-	atomic_store(&peer_removed, 1);
-}
-
-static bool
-peer_open(nng_socket *s, const char *url)
-{
-	return nng_pair1_open(s) == 0 &&
-	    nng_socket_set_size(*s, NNG_OPT_RECVMAXSZ, 1 << 20) == 0 &&
-	    nng_socket_set_int(*s, NNG_OPT_RECVBUF, 64) == 0 &&
-	    /* A peer that redials once the link is gone would be one
-	     * more peer to account for. */
-	    nng_socket_set_ms(*s, NNG_OPT_RECONNMINT, 60000) == 0 &&
-	    nng_socket_set_ms(*s, NNG_OPT_RECONNMAXT, 60000) == 0 &&
-	    nng_pipe_notify(*s, NNG_PIPE_EV_REM_POST, peer_pipe_cb,
-	    NULL) == 0 &&
-	    nng_dial(*s, url, NULL, 0) == 0;
-}
-
-/*
- * Dials like a pair1 peer over a bare unix socket: nng's ipc transport
- * starts with an 8-byte header each way (0, 'S', 'P', 0, the protocol
- * number as a big-endian u16, two zero bytes); pair1 is 0x11. Returns the
- * socket, or -1.
- */
-static int
-raw_dial(const char *path)
-{
-	static const uint8_t hello[8] = { 0, 'S', 'P', 0, 0, 0x11, 0, 0 };
-	struct sockaddr_un sa;
-	uint8_t reply[8];
-	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	if (strlen(path) < sizeof(sa.sun_path))
-		memcpy(sa.sun_path, path, strlen(path) + 1);
-	/* nng answers from its own threads: blocking here needs no loop. */
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-	    write(fd, hello, sizeof(hello)) != sizeof(hello) ||
-	    read(fd, reply, sizeof(reply)) != sizeof(reply) ||
-	    memcmp(reply, hello, 4) != 0) {
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* Announces a message of `len` bytes: on ipc a message starts with the
- * type byte 1 and its length as a big-endian u64. */
-static bool
-raw_announce(int fd, uint64_t len)
-{
-	uint8_t h[9] = { 1 };
-
-	for (int i = 0; i < 8; i++)
-		h[1 + i] = (uint8_t)(len >> (56 - 8 * i));
-	return write(fd, h, sizeof(h)) == sizeof(h);
-}
-
-/* True once the other end has closed `fd`. */
-static bool
-closed_by_peer(int fd)
-{
-	char b[16];
-
-	return recv(fd, b, sizeof(b), MSG_DONTWAIT) == 0;
-}
-
-static bool
-peer_send(nng_socket s, const void *p, size_t n)
-{
-	return nng_send(s, (void *)p, n, 0) == 0;
-}
-
-/* Big messages received by the peer so far, and whether each carried the
- * sequence number it should. */
-static int peer_got;
-static bool peer_in_order = true;
-
-/* Receives whatever the peer has waiting, without blocking. */
-static int
-peer_drain(nng_socket s)
-{
-	nng_msg *m;
-
-	while (nng_recvmsg(s, &m, NNG_FLAG_NONBLOCK) == 0) {
-		uint32_t seq;
-		if (nng_msg_len(m) != BIG_SIZE) {
-			peer_in_order = false;
-		} else {
-			memcpy(&seq, nng_msg_body(m), sizeof(seq));
-			if (seq != (uint32_t)peer_got)
-				peer_in_order = false;
-		}
-		peer_got++;
-		nng_msg_free(m);
-	}
-	return peer_got;
-}
 
 /* The peer reads whenever its receive descriptor says it can: the loop
  * then wakes for the peer as it would for a real process. */
@@ -273,20 +86,6 @@ link_rx_msgs(nng_socket peer)
 	return n;
 }
 
-static nng_msg *
-msg_of(const void *p, size_t n)
-{
-	nng_msg *m;
-
-	if (nng_msg_alloc(&m, 0) != 0)
-		return NULL;
-	if (nng_msg_append(m, p, n) != 0) {
-		nng_msg_free(m);
-		return NULL;
-	}
-	return m;
-}
-
 int
 main(void)
 {
@@ -304,6 +103,7 @@ main(void)
 	bool ok;
 	int nsent, peer_fd, raw;
 
+	setenv("WALLAROO_NNG_IPC", "1", 1);
 	if (loop == NULL || mkdtemp(dir) == NULL) {
 		printf("Bail out! no loop or no temporary directory\n");
 		return 1;
