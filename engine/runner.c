@@ -546,7 +546,9 @@ random_token(char out[33])
 }
 
 /* Builds the child's environment: ours, the program's, then ours again
- * for the WALLAROO_* variables, which the topology cannot override. */
+ * for the WALLAROO_* variables, which the topology cannot override.
+ * WALLAROO_SDK_* are settings of the SDKs inside the children (the engine
+ * does not read them): they pass through from our environment. */
 static char **
 child_env(wl_runner *r)
 {
@@ -559,7 +561,8 @@ child_env(wl_runner *r)
 	if (env == NULL)
 		return NULL;
 	for (size_t i = 0; i < n; i++)
-		if (strncmp(environ[i], "WALLAROO_", 9) != 0)
+		if (strncmp(environ[i], "WALLAROO_", 9) != 0 ||
+		    strncmp(environ[i], "WALLAROO_SDK_", 13) == 0)
 			env[k++] = strdup(environ[i]);
 	for (size_t i = 0; i < r->cfg.program->envc; i++)
 		if (strncmp(r->cfg.program->env[i], "WALLAROO_", 9) != 0)

@@ -1,7 +1,8 @@
 """The runner loop: serve the steps of a ``Steps`` to the engine.
 
 The engine spawns the runner program with ``WALLAROO_*`` environment
-variables; :func:`run` dials the engine over an nng pair1 socket, says
+variables; :func:`run` dials the engine over nng pair1 (for ``ipc://``
+addresses the SDK speaks nng's ipc framing itself, see ``_ipc.py``), says
 Hello, learns which steps to serve (AssignSteps), answers Ready, then
 answers every Batch with a BatchReply, in arrival order, until Goodbye.
 See protocol/README.md (the wire contract) for the session.
@@ -24,6 +25,7 @@ import pynng
 from google.protobuf.message import DecodeError
 
 from . import __version__
+from ._ipc import IpcPair, LinkLost, path_of
 from ._core import fill_reply
 from ._log import log, set_identity
 from ._pb import wallaroo_pb2 as pb
@@ -203,6 +205,15 @@ class _Session:
         self._gone_since: Optional[float] = None
         self._ever_connected = False
         self._dialer: Optional[pynng.Dialer] = None
+        # ipc:// addresses are spoken directly over a unix socket (see
+        # _ipc.py): no nng thread between this one and the engine.
+        # WALLAROO_SDK_NNG_IPC=1 keeps pynng's transport, for A/B runs.
+        path = path_of(config.engine_addr)
+        self.ipc: Optional[IpcPair] = None
+        self.sock: Optional[pynng.Pair1] = None
+        if path is not None and os.environ.get("WALLAROO_SDK_NNG_IPC") != "1":
+            self.ipc = IpcPair(path, config.max_message_bytes)
+            return
         self.sock = pynng.Pair1(
             recv_max_size=config.max_message_bytes,
             recv_buffer_size=_SOCKET_BUFFER_MESSAGES,
@@ -264,7 +275,23 @@ class _Session:
     def _send(self, frame: pb.Frame) -> None:
         self._send_bytes(frame.SerializeToString())
 
+    def _orphaned(self, reason: str) -> NoReturn:
+        """The unix socket to the engine is gone (it never comes back):
+        leave once the engine has been gone for ``orphan_timeout``, as
+        over nng."""
+        log(f"lost the connection to the engine: {reason}")
+        time.sleep(self.orphan_timeout)
+        log(f"the engine has been gone for {self.orphan_timeout:g} s; exiting")
+        raise _Finished(EXIT_OK)
+
     def _send_bytes(self, data: bytes) -> None:
+        if self.ipc is not None:
+            try:
+                self.ipc.send(data)
+            except LinkLost as exc:
+                self._orphaned(exc.reason)
+            return
+        assert self.sock is not None
         while True:
             try:
                 self.sock.send(data)
@@ -297,11 +324,17 @@ class _Session:
     def _linger(self) -> None:
         """Give a last message time to leave: wait (briefly) for the engine
         to close the connection."""
+        if self.ipc is not None:
+            self.ipc.wait_closed(_LINGER_SECONDS)
+            return
         self._disconnected.wait(_LINGER_SECONDS)
 
     # -- the session --
 
     def run(self, connect_timeout: float) -> int:
+        if self.ipc is not None:
+            return self._run_ipc(connect_timeout)
+        assert self.sock is not None
         addr = self.config.engine_addr
         try:
             self._dialer = self.sock.dial(addr, block=False)
@@ -326,8 +359,33 @@ class _Session:
         except pynng.Closed:
             return EXIT_OK
 
+    def _run_ipc(self, connect_timeout: float) -> int:
+        assert self.ipc is not None
+        addr = self.config.engine_addr
+        try:
+            if not self.ipc.connect(connect_timeout):
+                log(f"could not connect to the engine at {addr} within {connect_timeout:g} s")
+                return EXIT_FAILURE
+        except LinkLost as exc:
+            log(f"could not connect to the engine at {addr}: {exc.reason}")
+            return EXIT_FAILURE
+        try:
+            self._send_hello()
+            recv = self.ipc.recv
+            while True:
+                try:
+                    data = recv()
+                except LinkLost as exc:
+                    self._orphaned(exc.reason)
+                self._on_message(data)
+        except _Finished as fin:
+            return fin.status
+
     def close(self) -> None:
-        self.sock.close()
+        if self.ipc is not None:
+            self.ipc.close()
+        if self.sock is not None:
+            self.sock.close()
 
     def _on_message(self, data: bytes) -> None:
         frame = pb.Frame()

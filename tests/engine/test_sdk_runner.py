@@ -57,3 +57,25 @@ def test_sdk_runner_missing_a_step_function_makes_the_engine_give_up(engine, tmp
     assert e.wait() == 1
     e.wait_for(r"RUN-ERROR runner py/\d reported an error \(code 4\): .*by-name")
     e.wait_for(r"SUP-GIVEUP runner py/\d failed 5 times in a row without becoming ready")
+
+
+def test_wallaroo_sdk_variables_reach_the_runner_and_other_wallaroo_ones_do_not(
+        engine, tmp_path, monkeypatch):
+    # WALLAROO_SDK_NNG_IPC=1 also switches the SDK to pynng's transport:
+    # the run shows that it still talks to the engine's own ipc listener.
+    monkeypatch.setenv("WALLAROO_SDK_NNG_IPC", "1")
+    monkeypatch.setenv("WALLAROO_NOT_FOR_RUNNERS", "x")
+    (tmp_path / "runner.py").write_text(RUNNER.replace(
+        'if __name__ == "__main__":',
+        'if __name__ == "__main__":\n'
+        '    import os\n'
+        '    with open("env-%s.txt" % os.environ["WALLAROO_INSTANCE"], "w") as f:\n'
+        '        f.write(" ".join(sorted(k for k in os.environ if k.startswith("WALLAROO_"))))\n'))
+    (tmp_path / "in.txt").write_text("alice 5\nbob 1\nalice 10\n")
+    e = engine(topology())
+    assert e.wait() == 0, e.log()
+    assert sorted((tmp_path / "out.txt").read_text().split()) == ["1", "15", "5"]
+    for instance in (0, 1):
+        names = (tmp_path / ("env-%d.txt" % instance)).read_text().split()
+        assert "WALLAROO_SDK_NNG_IPC" in names and "WALLAROO_ENGINE_ADDR" in names
+        assert "WALLAROO_NOT_FOR_RUNNERS" not in names
