@@ -1347,3 +1347,44 @@ def test_bench_profile_classifies_call_chains():
     assert counts[("wallaroo-engine", "user space")] == 1
     assert counts[("wallaroo-engine", "tcp (built-in source and sink)")] == 1
     assert counts[("nng:task", "unix socket (nng ipc to runners)")] == 1
+
+
+# ---- wakeup ---------------------------------------------------------------
+
+WAKEUP = os.path.join(BIN_DIR, "wakeup")
+
+
+def test_wakeup_reports_both_figures_with_consistent_percentiles():
+    out = subprocess.run([binary(WAKEUP), "--seconds", "0.3", "--gap-us", "200"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [l.split()[:3] for l in lines] == [["WAKEUP", "sleep", "gap_us=200"],
+                                              ["WAKEUP", "pingpong", "gap_us=200"]]
+    for line in lines:
+        r = kv(line)
+        # One sample per gap at most: 0.3 s / 200 us = 1500.
+        assert 10 <= r["samples"] <= 1500, line
+        assert r["p50_us"] <= r["p99_us"] <= r["p99.99_us"] <= r["max_us"], line
+        assert r["p50_us"] <= r["p50_bin_us"], line
+    # A round trip includes two wake-ups and two copies: never zero.
+    assert kv(lines[1])["p50_us"] > 0
+
+
+def test_wakeup_gap_0_is_pingpong_only():
+    out = subprocess.run([binary(WAKEUP), "--seconds", "0.1", "--gap-us", "0"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    (line,) = out.stdout.splitlines()
+    assert line.startswith("WAKEUP pingpong gap_us=0 ") and kv(line)["samples"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seconds", "0"], "--seconds '0': a number of seconds from 0 to 3600"),
+    (["--gap-us", "-1"], "--gap-us '-1': an integer from 0 to 1000000"),
+    (["--bogus"], "usage: wakeup"),
+])
+def test_wakeup_bad_arguments_exit_2_and_say_why(args, message):
+    out = subprocess.run([binary(WAKEUP)] + args, capture_output=True, text=True, timeout=20)
+    assert out.returncode == 2
+    assert message in out.stderr

@@ -1,0 +1,172 @@
+/*
+ * wakeup.c -- how long this machine takes to wake a process up: the floor
+ * under every latency the engine reports (bench/README.md).
+ *
+ * An event crosses several processes (generator, engine, runner, engine,
+ * receiver), and each crossing is a process that was blocked being woken.
+ * On a shared VM that wake-up has a tail of its own, whatever the engine
+ * does. Two figures, each a log-linear histogram (hist.h) over --seconds:
+ *
+ *   sleep     one process sleeping --gap-us again and again: how late the
+ *             timer wakes it (the time asleep beyond the gap). Skipped with
+ *             --gap-us 0.
+ *   pingpong  a 64-byte message to a forked child over a unix socket pair
+ *             and back, one in flight, with a --gap-us sleep between round
+ *             trips so both sides block (as a runner at low load does): the
+ *             round trip.
+ *
+ * Output: "WAKEUP sleep gap_us=G samples=N ... max_us=M" and
+ * "WAKEUP pingpong gap_us=G samples=N ... max_us=M" (wl_hist_print_us).
+ */
+#include "hist.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MSG 64
+
+static void
+sleep_ns(uint64_t ns)
+{
+	struct timespec d = { (time_t)(ns / 1000000000ull),
+	    (long)(ns % 1000000000ull) };
+
+	while (nanosleep(&d, &d) != 0 && errno == EINTR)
+		;
+}
+
+/* Reads or writes exactly MSG bytes; -1 when the peer is gone. */
+static int
+full(int fd, char *b, int writing)
+{
+	size_t got = 0;
+
+	while (got < MSG) {
+		ssize_t r = writing ? write(fd, b + got, MSG - got) :
+		    read(fd, b + got, MSG - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+static void
+run_sleep(double seconds, uint64_t gap_ns, wl_hist *h)
+{
+	uint64_t end = wl_mono_ns() + (uint64_t)(seconds * 1e9);
+
+	while (wl_mono_ns() < end) {
+		uint64_t t0 = wl_mono_ns(), late;
+
+		sleep_ns(gap_ns);
+		late = wl_mono_ns() - t0;
+		wl_hist_record(h, late > gap_ns ? late - gap_ns : 0);
+	}
+}
+
+static int
+run_pingpong(double seconds, uint64_t gap_ns, wl_hist *h)
+{
+	char b[MSG] = { 0 };
+	int sv[2], status;
+	pid_t pid;
+	uint64_t end;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
+		fprintf(stderr, "wakeup: socketpair: %s\n", strerror(errno));
+		return 1;
+	}
+	if ((pid = fork()) < 0) {
+		fprintf(stderr, "wakeup: fork: %s\n", strerror(errno));
+		return 1;
+	}
+	if (pid == 0) {
+		/* The echo: until the parent closes its end. */
+		close(sv[0]);
+		while (full(sv[1], b, 0) == 0 && full(sv[1], b, 1) == 0)
+			;
+		_exit(0);
+	}
+	close(sv[1]);
+	end = wl_mono_ns() + (uint64_t)(seconds * 1e9);
+	while (wl_mono_ns() < end) {
+		uint64_t t0 = wl_mono_ns();
+
+		if (full(sv[0], b, 1) != 0 || full(sv[0], b, 0) != 0) {
+			fprintf(stderr, "wakeup: the echo process went away\n");
+			return 1;
+		}
+		wl_hist_record(h, wl_mono_ns() - t0);
+		if (gap_ns)
+			sleep_ns(gap_ns);
+	}
+	close(sv[0]);
+	waitpid(pid, &status, 0);
+	return 0;
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "usage: wakeup [--seconds S] [--gap-us G]\n"
+	    "  --seconds S  seconds per figure (default 4)\n"
+	    "  --gap-us G   sleep between samples, microseconds (default 100)\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	static wl_hist h;
+	double seconds = 4;
+	long gap_us = 100;
+	char prefix[64];
+
+	for (int i = 1; i < argc; i++) {
+		char *end = NULL;
+
+		if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
+			seconds = strtod(argv[++i], &end);
+			if (*end != '\0' || !(seconds > 0 && seconds <= 3600)) {
+				fprintf(stderr, "wakeup: --seconds '%s': a number "
+				    "of seconds from 0 to 3600\n", argv[i]);
+				return 2;
+			}
+		} else if (strcmp(argv[i], "--gap-us") == 0 && i + 1 < argc) {
+			gap_us = strtol(argv[++i], &end, 10);
+			if (*end != '\0' || gap_us < 0 || gap_us > 1000000) {
+				fprintf(stderr, "wakeup: --gap-us '%s': an integer "
+				    "from 0 to 1000000\n", argv[i]);
+				return 2;
+			}
+		} else if (strcmp(argv[i], "--help") == 0) {
+			usage(stdout);
+			return 0;
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	wl_hist_init(&h);
+	if (gap_us > 0) {
+		run_sleep(seconds, (uint64_t)gap_us * 1000, &h);
+		snprintf(prefix, sizeof(prefix), "WAKEUP sleep gap_us=%ld", gap_us);
+		wl_hist_print_us(&h, stdout, prefix);
+		fflush(stdout);
+	}
+	wl_hist_init(&h);
+	if (run_pingpong(seconds, (uint64_t)gap_us * 1000, &h) != 0)
+		return 1;
+	snprintf(prefix, sizeof(prefix), "WAKEUP pingpong gap_us=%ld", gap_us);
+	wl_hist_print_us(&h, stdout, prefix);
+	return 0;
+}
