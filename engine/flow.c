@@ -36,6 +36,9 @@ struct batch {
 	uint32_t inst;          /* the step instance it was built for */
 	uint32_t attempts;
 	size_t bytes;
+	uint64_t sent_ns;       /* when it was first handed to a runner (a
+	                           re-sent batch keeps it: its round trip
+	                           includes the restart) */
 	wl_queue events;
 	wl_state_entry *keys;   /* locked keys, linked through entry->mark */
 };
@@ -53,6 +56,12 @@ typedef struct {
 	bool was_ready;
 	wl_flow *flow;
 	uint32_t index;
+	/* Where "ingest to done" goes, per runner: from the engine reading
+	 * the oldest event of a batch to the batch leaving for the runner
+	 * (queueing and coalescing), and from then to its reply being read
+	 * (the runner and the link both ways). One sample per batch. */
+	wl_hist to_send;
+	wl_hist round_trip;
 } slot;
 
 typedef struct {
@@ -580,6 +589,11 @@ flush_slot(wl_flow *f, slot *s)
 			s->head = b;
 		s->tail = b;
 		s->ninflight++;
+		b->sent_ns = wl_mono_ns();
+		if (b->events.head != NULL)
+			wl_hist_record(&s->to_send,
+			    b->sent_ns > b->events.head->ingest_ns ?
+			    b->sent_ns - b->events.head->ingest_ns : 0);
 		/* Counted as sent even when the runner refuses it now: a refusal
 		 * means it is going down, and the down hook resets nsent. */
 		wl_runner_send_batch(s->runner, m);
@@ -761,6 +775,8 @@ hook_reply(void *arg, wl_runner *r, const Wallaroo__V1__BatchReply *rep)
 	s->nsent--;
 	unlock_keys(f, b);
 	f->now_ns = wl_mono_ns();
+	wl_hist_record(&s->round_trip,
+	    f->now_ns > b->sent_ns ? f->now_ns - b->sent_ns : 0);
 	for (size_t i = 0; i < rep->n_results; i++) {
 		const Wallaroo__V1__Result *res = rep->results[i];
 		wl_event *e = wl_queue_pop(&b->events);
@@ -1143,6 +1159,15 @@ wl_flow_summary(const wl_flow *f, FILE *out)
 		fprintf(out, "SUMMARY runner=%s restarts=%u\n",
 		    wl_runner_name(f->slots[i].runner),
 		    wl_runner_restarts(f->slots[i].runner));
+	for (size_t i = 0; i < f->nslots; i++) {
+		char prefix[160];
+		snprintf(prefix, sizeof(prefix), "SUMMARY batches runner=%s "
+		    "ingest_to_send", wl_runner_name(f->slots[i].runner));
+		wl_hist_print_us(&f->slots[i].to_send, out, prefix);
+		snprintf(prefix, sizeof(prefix), "SUMMARY batches runner=%s "
+		    "round_trip", wl_runner_name(f->slots[i].runner));
+		wl_hist_print_us(&f->slots[i].round_trip, out, prefix);
+	}
 	fprintf(out, "SUMMARY state keys=%zu bytes=%zu\n",
 	    wl_state_count(f->state), wl_state_bytes(f->state));
 	for (size_t i = 0; i < f->t->nsources; i++) {

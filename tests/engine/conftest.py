@@ -121,6 +121,8 @@ class Engine:
             kv = dict(f.split("=", 1) for f in fields if "=" in f)
             if head == "latency":  # "SUMMARY latency source=x ..."
                 name = "latency " + fields[1]
+            elif head == "batches":  # "SUMMARY batches runner=p/0 round_trip ..."
+                name = "batches %s %s" % (fields[1], fields[2])
             else:
                 name = head if head.startswith(("source=", "step=", "sink=", "runner=")) else head.split("=")[0]
             out[name] = kv

@@ -79,3 +79,26 @@ def test_wallaroo_sdk_variables_reach_the_runner_and_other_wallaroo_ones_do_not(
         names = (tmp_path / ("env-%d.txt" % instance)).read_text().split()
         assert "WALLAROO_SDK_NNG_IPC" in names and "WALLAROO_ENGINE_ADDR" in names
         assert "WALLAROO_NOT_FOR_RUNNERS" not in names
+
+
+def test_summary_says_per_runner_where_the_latency_goes(engine, tmp_path):
+    (tmp_path / "runner.py").write_text(RUNNER)
+    (tmp_path / "in.txt").write_text("".join("k%d %d\n" % (i % 5, i) for i in range(200)))
+    e = engine(topology())
+    assert e.wait() == 0, e.log()
+    s = e.summary()
+    total = 0
+    for instance in (0, 1):
+        to_send = s["batches runner=py/%d ingest_to_send" % instance]
+        round_trip = s["batches runner=py/%d round_trip" % instance]
+        # One sample of each per batch.
+        assert to_send["samples"] == round_trip["samples"]
+        for h in (to_send, round_trip):
+            assert float(h["p50_us"]) <= float(h["p99.99_us"]) <= float(h["max_us"])
+        total += int(round_trip["samples"])
+        if int(round_trip["samples"]):
+            # A runner in another process cannot answer in no time.
+            assert float(round_trip["max_us"]) > 0
+    # Both steps (by-name, add) run in the runners: every event crossed
+    # twice, in at least one batch per step and at most one per event.
+    assert 2 <= total <= 400
