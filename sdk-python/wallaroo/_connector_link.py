@@ -23,9 +23,6 @@ import pynng
 # flight (credits, max_inflight_batches), so this is never the limit.
 SOCKET_BUFFER_MESSAGES = 64
 
-# nng pair1 puts a 4-byte header before each message and counts it against
-# the receiver's NNG_OPT_RECVMAXSZ: a frame may be at most max - 4 bytes.
-PAIR1_HEADER = 4
 
 # How long a blocked send waits before checking that the engine is still
 # there (it then tries again).

@@ -31,7 +31,9 @@ HEADER = b"\x00SP\x00" + struct.pack(">H", PAIR1_PROTO) + b"\x00\x00"
 _FRAME_HEAD = struct.Struct(">BQI")  # type byte, length, pair1 hop count
 _FRAME_HEAD_LEN = _FRAME_HEAD.size  # 13
 _MSG_TYPE = 1
-_PAIR1_HEADER = 4
+# pair1's hop count before each message; the receiver's size limit counts
+# it, so a frame may be at most max - 4 bytes. The SDK's one definition.
+PAIR1_HEADER = 4
 # nng's pair1 drops a message that has crossed more devices than this.
 _MAX_HOPS = 8
 # Bytes asked of the kernel per read: a whole batch of small events in one
@@ -159,7 +161,7 @@ class IpcPair:
             kind, length, hops = _FRAME_HEAD.unpack_from(buf)
             if kind != _MSG_TYPE:
                 self._lose(f"message type {kind} is not nng's (1)")
-            if length < _PAIR1_HEADER:
+            if length < PAIR1_HEADER:
                 self._lose(f"a message of {length} bytes has no pair1 header")
             if length > self.max_message_bytes:
                 # nng closes the connection on a message over its limit.
@@ -195,7 +197,7 @@ class IpcPair:
         ``LinkLost`` when the connection is gone."""
         if self.state is not _State.UP or self._sock is None:
             raise LinkLost("the connection is closed")
-        head = _FRAME_HEAD.pack(_MSG_TYPE, len(data) + _PAIR1_HEADER, 1)
+        head = _FRAME_HEAD.pack(_MSG_TYPE, len(data) + PAIR1_HEADER, 1)
         try:
             # Two buffers, one system call, no copy of the payload.
             sent = self._sock.sendmsg([head, data])
@@ -237,7 +239,8 @@ class IpcPair:
             return
 
     def close(self) -> None:
-        self.state = _State.LOST if self.state is _State.UP else self.state
+        if self.state is _State.UP:
+            self.state = _State.LOST
         if self._sock is not None:
             self._sock.close()
             self._sock = None

@@ -23,7 +23,7 @@ import enum
 import time
 from typing import Any, Deque, Dict, List, Optional
 
-from ._connector_link import PAIR1_HEADER
+from ._ipc import PAIR1_HEADER
 from ._connector_session import (
     DEFAULT_MAX_BATCH_EVENTS,
     Phase,

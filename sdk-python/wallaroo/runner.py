@@ -25,7 +25,7 @@ import pynng
 from google.protobuf.message import DecodeError
 
 from . import __version__
-from ._ipc import IpcPair, LinkLost, path_of
+from ._ipc import PAIR1_HEADER, IpcPair, LinkLost, path_of
 from ._core import fill_reply
 from ._log import log, set_identity
 from ._pb import wallaroo_pb2 as pb
@@ -37,9 +37,6 @@ PROTOCOL_MAJOR = 1
 PROTOCOL_MINOR = 0
 SDK_CAPABILITY = "sdk:python/" + ".".join(__version__.split(".")[:2])
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-# nng pair1 puts a 4-byte header before each message and counts it against
-# the receiver's NNG_OPT_RECVMAXSZ: a frame may be at most max - 4 bytes.
-PAIR1_HEADER = 4
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # a step is missing, the engine cannot be reached
