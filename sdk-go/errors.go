@@ -30,8 +30,9 @@ var (
 	// status 1.
 	ErrUnreachable = errors.New("wallaroo: engine unreachable")
 	// ErrEngineGone: the connection to the engine was lost. A runner
-	// returns it when the connection did not come back within the orphan
-	// timeout; the engine replaces runners it loses, so this is a normal
+	// returns it once it has answered what arrived before the loss (at
+	// once on an ipc:// address, after the orphan timeout through
+	// mangos); the engine replaces runners it loses, so this is a normal
 	// end: exit status 0. A spawned connector returns it at once: exit
 	// status 1, and the engine starts it again.
 	ErrEngineGone = errors.New("wallaroo: engine gone")

@@ -46,8 +46,11 @@ func WithConnectTimeout(d time.Duration) Option {
 
 // WithOrphanTimeout sets how long Run goes on after losing the connection
 // to the engine, finishing what it received, before it returns
-// ErrEngineGone (default 5 s). It never reconnects: the engine starts a
-// new runner instead.
+// ErrEngineGone (default 5 s), when the connection goes through mangos
+// (WALLAROO_SDK_NNG_IPC=1, or an address other than ipc://). The SDK's own
+// ipc link reads the loss in order after the frames that came before it,
+// so Run returns as soon as those are answered. It never reconnects: the
+// engine starts a new runner instead.
 func WithOrphanTimeout(d time.Duration) Option {
 	return func(o *options) { o.orphanTimeout = d }
 }

@@ -81,28 +81,21 @@ func Run(ctx context.Context, steps []Step, opts ...Option) error {
 	if err != nil {
 		return fail(err)
 	}
-	c, err := dialEngine(cfg.engineAddr, cfg.maxMessageBytes, redialMin, redialMax)
+	c, err := dialRunnerLink(ctx, cfg, o.connectTimeout)
 	if err != nil {
-		return fail(fmt.Errorf("%w: WALLAROO_ENGINE_ADDR=%q cannot be dialed: %v", ErrBadEnvironment, cfg.engineAddr, err))
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fail(err)
 	}
 	defer c.close()
-	t := time.NewTimer(o.connectTimeout)
-	select {
-	case <-c.connected:
-		t.Stop()
-	case <-t.C:
-		return fail(fmt.Errorf("%w: could not connect to the engine at %s within %v", ErrUnreachable, cfg.engineAddr, o.connectTimeout))
-	case <-ctx.Done():
-		t.Stop()
-		return ctx.Err()
-	}
 	s := &session{
 		ctx:     ctx,
 		cfg:     cfg,
 		opts:    o,
 		log:     log,
 		reg:     reg,
-		conn:    c,
+		link:    c,
 		maxSend: cfg.maxMessageBytes,
 		frame:   &pb.Frame{},
 	}
@@ -173,7 +166,7 @@ type session struct {
 	opts    options
 	log     *logger
 	reg     *registry
-	conn    *conn
+	link    runnerLink
 	state   sessionState
 	maxSend int                  // largest frame to send
 	byID    map[uint32]processor // the assigned steps, by step id
@@ -183,27 +176,31 @@ type session struct {
 	batch batch
 	reply reply
 	em    emitter
+	out   []byte // the reply frame being sent
 
 	endMu  sync.Mutex
 	endErr error // why the socket was closed under the loop
 }
 
-// finish records why the session ends and closes the socket, which wakes
-// up the loop. The first reason wins.
+// finish records why the session ends and shuts the connection down,
+// which wakes up the loop. The first reason wins.
 func (s *session) finish(err error) {
 	s.endMu.Lock()
 	if s.endErr == nil {
 		s.endErr = err
 	}
 	s.endMu.Unlock()
-	s.conn.close()
+	s.link.shutdown()
 }
 
-func (s *session) ended() error {
+// ended is Run's result once recv has failed with err: why finish was
+// called, or else the connection was lost under the loop.
+func (s *session) ended(err error) error {
 	s.endMu.Lock()
 	defer s.endMu.Unlock()
 	if s.endErr == nil {
-		return fmt.Errorf("%w: the socket closed", ErrEngineGone)
+		s.log.logf("lost the connection to the engine: %v", err)
+		s.endErr = fmt.Errorf("%w: %v", ErrEngineGone, err)
 	}
 	return s.endErr
 }
@@ -220,10 +217,10 @@ func (s *session) watch(done <-chan struct{}) {
 		// socket's queue is full, and closing the socket unblocks it.
 		go s.sendFrame(&pb.Frame{Body: &pb.Frame_Goodbye{Goodbye: &pb.Goodbye{
 			Reason: "runner stopping: " + s.ctx.Err().Error()}}})
-		s.conn.linger(lingerAfterGoodbye)
+		s.link.linger(lingerAfterGoodbye)
 		s.finish(s.ctx.Err())
 		return
-	case <-s.conn.gone:
+	case <-s.link.lost():
 	}
 	s.log.logf("lost the connection to the engine")
 	t := time.NewTimer(s.opts.orphanTimeout)
@@ -244,12 +241,11 @@ func (s *session) run() error {
 	go s.watch(done)
 	s.sendHello()
 	for {
-		m, err := s.conn.recv()
+		data, err := s.link.recv()
 		if err != nil {
-			return s.ended()
+			return s.ended(err)
 		}
-		end, err := s.onFrame(m.Body)
-		m.Free()
+		end, err := s.onFrame(data)
 		if end {
 			return err
 		}
@@ -342,7 +338,7 @@ func (s *session) onWelcome(w *pb.Welcome) error {
 		s.log.logf("%s", msg)
 		s.sendFrame(&pb.Frame{Body: &pb.Frame_Refuse{Refuse: &pb.Refuse{
 			Code: pb.ErrorCode_ERROR_CODE_BAD_VERSION, Message: msg}}})
-		s.conn.linger(lingerAfterError)
+		s.link.linger(lingerAfterError)
 		return fmt.Errorf("%w: %s", ErrBadVersion, msg)
 	}
 	if m := int(w.GetMaxMessageBytes()); m > 0 && m < s.maxSend {
@@ -391,7 +387,7 @@ func (s *session) onAssign(a *pb.AssignSteps) error {
 		msg := fmt.Sprintf("runner program %q: %s; registered: %s", s.cfg.program, strings.Join(problems, "; "), registered)
 		s.log.logf("%s", msg)
 		s.sendError(pb.ErrorCode_ERROR_CODE_UNKNOWN_STEP, msg, 0)
-		s.conn.linger(lingerAfterError)
+		s.link.linger(lingerAfterError)
 		return fmt.Errorf("%w: %s", ErrUnknownStep, msg)
 	}
 	s.byID = byID
@@ -426,9 +422,8 @@ func (s *session) onBatch() {
 		s.sendError(pb.ErrorCode_ERROR_CODE_TOO_LARGE, msg, b.id)
 		return
 	}
-	m := mangos.NewMessage(size)
-	m.Body = s.reply.appendFrame(m.Body[:0], b.id)
-	if err := s.conn.sendMsg(m); err != nil {
+	s.out = s.reply.appendFrame(s.out[:0], b.id)
+	if err := s.link.send(s.out); err != nil {
 		return // closed: the loop finds out
 	}
 }
@@ -474,7 +469,7 @@ func (s *session) sendFrame(f *pb.Frame) {
 		s.log.logf("cannot encode a %s frame: %v", bodyName(f), err)
 		return
 	}
-	if err := s.conn.send(data); err != nil && !errors.Is(err, mangos.ErrClosed) {
+	if err := s.link.send(data); err != nil && !errors.Is(err, mangos.ErrClosed) && !errors.Is(err, errLinkLost) {
 		s.log.logf("cannot send a %s frame: %v", bodyName(f), err)
 	}
 }

@@ -1,9 +1,13 @@
 package wallaroo
 
-// The connection to the engine: an nng pair1 socket, dialed over ipc://,
-// with mangos v3 (pure Go, the same wire protocol as nng).
+// The connection to the engine. A runner speaks nng's ipc framing itself
+// for ipc:// addresses (ipc.go); otherwise, and for connectors, an nng pair1
+// socket with mangos v3 (pure Go, the same wire protocol as nng).
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -119,6 +123,55 @@ func (c *conn) recv() (*mangos.Message, error) { return c.sock.RecvMsg() }
 
 func (c *conn) close() { _ = c.sock.Close() }
 
+// runnerLink is what a runner's session needs of its connection; ipcLink
+// and mangosLink have it.
+type runnerLink interface {
+	// recv blocks until a frame arrives; the slice is valid until the
+	// next recv. An error once the connection is gone or shut down.
+	recv() ([]byte, error)
+	// send sends one frame (a copy of it, or before returning).
+	send(frame []byte) error
+	// shutdown ends the connection, waking recv; from any goroutine.
+	shutdown()
+	// close frees the connection, once nothing uses it any more.
+	close()
+	// linger waits, at most d, for the engine to close the connection.
+	linger(d time.Duration)
+	// lost is closed when the connection is lost while recv may still
+	// block (mangos); nil when recv itself returns at once.
+	lost() <-chan struct{}
+}
+
+// mangosLink is a runner's link through mangos.
+type mangosLink struct {
+	c    *conn
+	last *mangos.Message // the body recv returned last
+}
+
+func (m *mangosLink) recv() ([]byte, error) {
+	if m.last != nil {
+		m.last.Free()
+		m.last = nil
+	}
+	msg, err := m.c.recv()
+	if err != nil {
+		return nil, err
+	}
+	m.last = msg
+	return msg.Body, nil
+}
+
+func (m *mangosLink) send(frame []byte) error {
+	msg := mangos.NewMessage(len(frame))
+	msg.Body = append(msg.Body[:0], frame...)
+	return m.c.sendMsg(msg)
+}
+
+func (m *mangosLink) shutdown()              { m.c.close() }
+func (m *mangosLink) close()                 { m.c.close() }
+func (m *mangosLink) linger(d time.Duration) { m.c.linger(d) }
+func (m *mangosLink) lost() <-chan struct{}  { return m.c.gone }
+
 // linger gives a last message time to leave: it waits, at most d, for the
 // engine to close the connection (it does, after an Error or a Refuse).
 // Closing the socket at once could drop the queued message.
@@ -128,5 +181,39 @@ func (c *conn) linger(d time.Duration) {
 	select {
 	case <-c.gone:
 	case <-t.C:
+	}
+}
+
+// dialRunnerLink connects a runner to the engine at cfg.engineAddr within
+// timeout: nng's framing spoken directly for ipc:// (unless
+// WALLAROO_SDK_NNG_IPC=1), mangos otherwise. The error wraps
+// ErrBadEnvironment (an address that cannot be dialed) or ErrUnreachable.
+func dialRunnerLink(ctx context.Context, cfg config, timeout time.Duration) (runnerLink, error) {
+	if path := ipcPath(cfg.engineAddr); path != "" && !useNngIPC() {
+		l, err := dialIPC(path, cfg.maxMessageBytes, time.Now().Add(timeout), ctx.Done(), redialMin, redialMax)
+		if err != nil {
+			if errors.Is(err, errNoListener) {
+				return nil, fmt.Errorf("%w: could not connect to the engine at %s within %v (%v)",
+					ErrUnreachable, cfg.engineAddr, timeout, err)
+			}
+			return nil, fmt.Errorf("%w: the engine at %s: %v", ErrUnreachable, cfg.engineAddr, err)
+		}
+		return l, nil
+	}
+	c, err := dialEngine(cfg.engineAddr, cfg.maxMessageBytes, redialMin, redialMax)
+	if err != nil {
+		return nil, fmt.Errorf("%w: WALLAROO_ENGINE_ADDR=%q cannot be dialed: %v", ErrBadEnvironment, cfg.engineAddr, err)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-c.connected:
+		return &mangosLink{c: c}, nil
+	case <-t.C:
+		c.close()
+		return nil, fmt.Errorf("%w: could not connect to the engine at %s within %v", ErrUnreachable, cfg.engineAddr, timeout)
+	case <-ctx.Done():
+		c.close()
+		return nil, ctx.Err()
 	}
 }
