@@ -17,10 +17,21 @@
  *
  * Output: "WAKEUP sleep gap_us=G samples=N ... max_us=M" and
  * "WAKEUP pingpong gap_us=G samples=N ... max_us=M" (wl_hist_print_us).
+ *
+ * With --stall, a third figure instead of those two: one process per CPU,
+ * pinned to it, never sleeping, reading the clock in a loop; a gap between
+ * two reads is time the CPU was taken from a running process (by the
+ * kernel, or by the host of a VM, which /proc/stat's steal column does not
+ * always show). Every CPU is kept busy, so the scheduler has nowhere else
+ * to put anything: what is left is the machine. One line per CPU:
+ *
+ *   WAKEUP stall cpu=C seconds=S over_0.5ms=N over_1ms=N over_2ms=N max_us=M
  */
+#define _GNU_SOURCE 1
 #include "hist.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,12 +125,106 @@ run_pingpong(double seconds, uint64_t gap_ns, wl_hist *h)
 	return 0;
 }
 
+/* The spinning probe of one CPU: gap counts over 0.5, 1 and 2 ms, and the
+ * longest gap, in nanoseconds. */
+typedef struct {
+	uint64_t over[3];
+	uint64_t max_ns;
+} stall_result;
+
+static void
+spin_probe(double seconds, stall_result *res)
+{
+	static const uint64_t limits[3] = { 500000, 1000000, 2000000 };
+	uint64_t prev = wl_mono_ns();
+	uint64_t end = prev + (uint64_t)(seconds * 1e9);
+
+	memset(res, 0, sizeof(*res));
+	for (;;) {
+		uint64_t now = wl_mono_ns(), gap = now - prev;
+
+		if (gap > res->max_ns)
+			res->max_ns = gap;
+		for (int i = 0; i < 3; i++)
+			if (gap > limits[i])
+				res->over[i]++;
+		if (now >= end)
+			break;
+		prev = now;
+	}
+}
+
+/* One pinned spinning child per CPU, all at once; each writes its result
+ * into a pipe, read back in CPU order. */
+static int
+run_stall(double seconds)
+{
+	cpu_set_t all;
+	int ncpu = 0, cpus[CPU_SETSIZE];
+	int fds[CPU_SETSIZE];
+	pid_t pids[CPU_SETSIZE];
+
+	if (sched_getaffinity(0, sizeof(all), &all) != 0) {
+		fprintf(stderr, "wakeup: sched_getaffinity: %s\n", strerror(errno));
+		return 1;
+	}
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &all))
+			cpus[ncpu++] = c;
+	for (int i = 0; i < ncpu; i++) {
+		int p[2];
+
+		if (pipe(p) != 0 || (pids[i] = fork()) < 0) {
+			fprintf(stderr, "wakeup: starting the probe of cpu %d: %s\n",
+			    cpus[i], strerror(errno));
+			return 1;
+		}
+		if (pids[i] == 0) {
+			cpu_set_t one;
+			stall_result r;
+
+			close(p[0]);
+			CPU_ZERO(&one);
+			CPU_SET(cpus[i], &one);
+			if (sched_setaffinity(0, sizeof(one), &one) != 0)
+				_exit(3);
+			spin_probe(seconds, &r);
+			_exit(write(p[1], &r, sizeof(r)) == (ssize_t)sizeof(r) ?
+			    0 : 4);
+		}
+		close(p[1]);
+		fds[i] = p[0];
+	}
+	int failed = 0;
+	for (int i = 0; i < ncpu; i++) {
+		stall_result r;
+		int status;
+		ssize_t got = read(fds[i], &r, sizeof(r));
+
+		close(fds[i]);
+		waitpid(pids[i], &status, 0);
+		if (got != (ssize_t)sizeof(r)) {
+			fprintf(stderr, "wakeup: the probe of cpu %d failed "
+			    "(status %d)\n", cpus[i], status);
+			failed = 1;
+			continue;
+		}
+		printf("WAKEUP stall cpu=%d seconds=%g over_0.5ms=%llu "
+		    "over_1ms=%llu over_2ms=%llu max_us=%.1f\n", cpus[i],
+		    seconds, (unsigned long long)r.over[0],
+		    (unsigned long long)r.over[1], (unsigned long long)r.over[2],
+		    (double)r.max_ns / 1e3);
+	}
+	return failed;
+}
+
 static void
 usage(FILE *f)
 {
-	fprintf(f, "usage: wakeup [--seconds S] [--gap-us G]\n"
+	fprintf(f, "usage: wakeup [--seconds S] [--gap-us G] [--stall]\n"
 	    "  --seconds S  seconds per figure (default 4)\n"
-	    "  --gap-us G   sleep between samples, microseconds (default 100)\n");
+	    "  --gap-us G   sleep between samples, microseconds (default 100)\n"
+	    "  --stall      instead: spin on every CPU and count the gaps\n");
 }
 
 int
@@ -129,6 +234,7 @@ main(int argc, char **argv)
 	double seconds = 4;
 	long gap_us = 100;
 	char prefix[64];
+	int stall = 0;
 
 	for (int i = 1; i < argc; i++) {
 		char *end = NULL;
@@ -147,6 +253,8 @@ main(int argc, char **argv)
 				    "from 0 to 1000000\n", argv[i]);
 				return 2;
 			}
+		} else if (strcmp(argv[i], "--stall") == 0) {
+			stall = 1;
 		} else if (strcmp(argv[i], "--help") == 0) {
 			usage(stdout);
 			return 0;
@@ -155,6 +263,8 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
+	if (stall)
+		return run_stall(seconds);
 	wl_hist_init(&h);
 	if (gap_us > 0) {
 		run_sleep(seconds, (uint64_t)gap_us * 1000, &h);

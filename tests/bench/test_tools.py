@@ -1379,6 +1379,26 @@ def test_wakeup_gap_0_is_pingpong_only():
     assert line.startswith("WAKEUP pingpong gap_us=0 ") and kv(line)["samples"] > 0
 
 
+def test_wakeup_stall_probes_every_cpu_it_may_run_on():
+    # Restricted to one CPU (taskset), it must probe exactly that one.
+    cpus = sorted(os.sched_getaffinity(0))
+    out = subprocess.run(["taskset", "-c", str(cpus[-1]), binary(WAKEUP), "--stall",
+                          "--seconds", "0.2"], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    (line,) = out.stdout.splitlines()
+    r = kv(line)
+    assert line.startswith(f"WAKEUP stall cpu={cpus[-1]} seconds=0.2 "), line
+    assert r["over_0.5ms"] >= r["over_1ms"] >= r["over_2ms"] >= 0, line
+    # The longest gap between two clock reads: positive, within the run.
+    assert 0 < r["max_us"] < 200_000, line
+    # Over 2 ms counted means a gap that long was seen.
+    assert r["over_2ms"] == 0 or r["max_us"] > 2000, line
+    out = subprocess.run([binary(WAKEUP), "--stall", "--seconds", "0.1"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert [int(kv(l)["cpu"]) for l in out.stdout.splitlines()] == cpus
+
+
 @pytest.mark.parametrize("args, message", [
     (["--seconds", "0"], "--seconds '0': a number of seconds from 0 to 3600"),
     (["--gap-us", "-1"], "--gap-us '-1': an integer from 0 to 1000000"),
