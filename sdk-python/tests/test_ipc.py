@@ -74,6 +74,29 @@ def test_many_small_messages_arrive_in_order(listener):
     link.close()
 
 
+def test_messages_that_straddle_the_read_buffer_arrive_whole(listener):
+    # Sizes around the 256 KiB read buffer, several in the socket at once,
+    # so messages start near its end, are moved to its front, or need a
+    # larger buffer.
+    path, nng = listener
+    link = IpcPair(path, 1 << 22)
+    assert link.connect(DEADLINE)
+    sizes = [100_000, 70_000, 90_000, 5, 200_000, 262_131, 262_144, 300_000, 13, 180_000]
+    def send_all():
+        for round_ in range(3):
+            for i, n in enumerate(sizes):
+                nng.send(bytes([(i + round_) % 251]) * n)
+
+    # From another thread: more than the sockets hold is in flight.
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    for round_ in range(3):
+        for i, n in enumerate(sizes):
+            assert link.recv() == bytes([(i + round_) % 251]) * n
+    sender.join(DEADLINE)
+    link.close()
+
+
 def test_a_message_over_the_limit_ends_the_connection(listener):
     path, nng = listener
     link = IpcPair(path, 4096)
