@@ -71,8 +71,9 @@ const (
 // reason is in the wrapping error.
 var errLinkLost = errors.New("the link to the engine is lost")
 
-// ipcLink is one pair1 connection over a unix socket. recv is called from
-// one goroutine at a time; send, shutdown and linger from any.
+// ipcLink is one pair1 connection over a unix socket. recv and settle are
+// called from one goroutine (the reader); send, shutdown and linger from
+// any.
 type ipcLink struct {
 	fd      int
 	maxRecv int // largest message accepted, pair1 header included
@@ -88,7 +89,6 @@ type ipcLink struct {
 	buf      []byte
 	r, w     int   // unread bytes are buf[r:w]
 	lastData int64 // monotonic ns of the last bytes received
-	reading  atomic.Bool
 
 	// Send side, under sendMu.
 	sendMu sync.Mutex
@@ -253,8 +253,6 @@ func (l *ipcLink) lost() <-chan struct{} { return nil }
 // slice is valid until the next recv. Messages that arrived before a loss
 // are returned first.
 func (l *ipcLink) recv() ([]byte, error) {
-	l.reading.Store(true)
-	defer l.reading.Store(false)
 	for {
 		if msg, err := l.take(); msg != nil || err != nil {
 			return msg, err
@@ -450,50 +448,21 @@ func (l *ipcLink) close() {
 	l.closed.Do(func() { _ = syscall.Close(l.fd) })
 }
 
-// linger waits, at most d, for the engine to close the connection (it does
-// after an Error or a Refuse), so that the last message is read before the
-// runner goes. When no goroutine is in recv, it reads (and drops) what
-// still comes itself.
+// linger waits, at most d, for the goroutine in recv to see the engine
+// close the connection; called from another goroutine, it never reads.
 func (l *ipcLink) linger(d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
-	if l.reading.Load() {
-		select {
-		case <-l.goneCh:
-		case <-t.C:
-		}
-		return
-	}
-	end := time.Now().Add(d)
-	for ipcState(l.state.Load()) == ipcUp {
-		left := time.Until(end)
-		if left <= 0 {
-			return
-		}
-		pfd := struct {
-			fd      int32
-			events  int16
-			revents int16
-		}{fd: int32(l.fd), events: 0x1}
-		ts := syscall.NsecToTimespec(left.Nanoseconds())
-		r, _, _ := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1,
-			uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
-		if r == 0 {
-			return
-		}
-		var sink [4096]byte
-		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(l.fd),
-			uintptr(unsafe.Pointer(&sink[0])), uintptr(len(sink)), syscall.MSG_DONTWAIT, 0, 0)
-		if e == 0 && n == 0 {
-			l.lose("the engine closed the connection")
-			return
-		}
-		if e != 0 && e != syscall.EAGAIN && e != syscall.EINTR {
-			l.lose(fmt.Sprintf("receiving: %v", e))
-			return
-		}
+	select {
+	case <-l.goneCh:
+	case <-t.C:
 	}
 }
+
+// settle returns at once: a message send returned is in the kernel, and
+// the engine reads it before the end of the stream, so closing now loses
+// nothing.
+func (l *ipcLink) settle(time.Duration) {}
 
 // useNngIPC: WALLAROO_SDK_NNG_IPC=1 keeps mangos's ipc transport (for A/B
 // runs), as in the Python SDK.

@@ -362,3 +362,44 @@ func TestIpcABrokenFrameEndsTheConnectionWithItsFault(t *testing.T) {
 		}
 	}
 }
+
+func TestIpcLingerLeavesEveryFrameToRecv(t *testing.T) {
+	// linger runs on another goroutine than the reader (Run's watcher,
+	// after a Goodbye): it waits, and must never read a frame itself.
+	nng, path := nngListener(t)
+	l := dialTest(t, path, 1<<20)
+	for _, m := range []string{"one", "two", "three"} {
+		_ = nng.Send([]byte(m))
+	}
+	// Once nng answers ours, all three are in the socket.
+	if err := l.send([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := nng.Recv(); err != nil || string(got) != "ping" {
+		t.Fatalf("nng got %q, %v", got, err)
+	}
+	l.linger(20 * time.Millisecond)
+	for _, want := range []string{"one", "two", "three"} {
+		if got := string(mustRecv(t, l)); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+}
+
+func TestIpcLingerReturnsWhenTheReaderSeesTheEngineClose(t *testing.T) {
+	nng, path := nngListener(t)
+	l := dialTest(t, path, 1<<20)
+	go func() {
+		for {
+			if _, err := l.recv(); err != nil {
+				return
+			}
+		}
+	}()
+	nng.Close()
+	start := time.Now()
+	l.linger(ipcDeadline)
+	if time.Since(start) >= ipcDeadline {
+		t.Fatal("linger waited its whole time although the engine closed")
+	}
+}

@@ -338,7 +338,7 @@ func (s *session) onWelcome(w *pb.Welcome) error {
 		s.log.logf("%s", msg)
 		s.sendFrame(&pb.Frame{Body: &pb.Frame_Refuse{Refuse: &pb.Refuse{
 			Code: pb.ErrorCode_ERROR_CODE_BAD_VERSION, Message: msg}}})
-		s.link.linger(lingerAfterError)
+		s.link.settle(lingerAfterError)
 		return fmt.Errorf("%w: %s", ErrBadVersion, msg)
 	}
 	if m := int(w.GetMaxMessageBytes()); m > 0 && m < s.maxSend {
@@ -387,7 +387,7 @@ func (s *session) onAssign(a *pb.AssignSteps) error {
 		msg := fmt.Sprintf("runner program %q: %s; registered: %s", s.cfg.program, strings.Join(problems, "; "), registered)
 		s.log.logf("%s", msg)
 		s.sendError(pb.ErrorCode_ERROR_CODE_UNKNOWN_STEP, msg, 0)
-		s.link.linger(lingerAfterError)
+		s.link.settle(lingerAfterError)
 		return fmt.Errorf("%w: %s", ErrUnknownStep, msg)
 	}
 	s.byID = byID

@@ -135,8 +135,12 @@ type runnerLink interface {
 	shutdown()
 	// close frees the connection, once nothing uses it any more.
 	close()
-	// linger waits, at most d, for the engine to close the connection.
+	// linger waits, at most d, for the engine to close the connection;
+	// from a goroutine other than the one in recv.
 	linger(d time.Duration)
+	// settle is linger for the reading goroutine, after its last message
+	// (an Error, a Refuse): it returns once closing cannot lose it.
+	settle(d time.Duration)
 	// lost is closed when the connection is lost while recv may still
 	// block (mangos); nil when recv itself returns at once.
 	lost() <-chan struct{}
@@ -170,6 +174,7 @@ func (m *mangosLink) send(frame []byte) error {
 func (m *mangosLink) shutdown()              { m.c.close() }
 func (m *mangosLink) close()                 { m.c.close() }
 func (m *mangosLink) linger(d time.Duration) { m.c.linger(d) }
+func (m *mangosLink) settle(d time.Duration) { m.c.linger(d) }
 func (m *mangosLink) lost() <-chan struct{}  { return m.c.gone }
 
 // linger gives a last message time to leave: it waits, at most d, for the
