@@ -21,6 +21,7 @@
 #include "runner.h"
 #include "sink.h"
 #include "state.h"
+#include "wire.h"
 
 /* A batch that was in flight when this many runner incarnations died is
  * the likely cause (a "poison" batch): its events fail instead of killing
@@ -125,12 +126,6 @@ struct wl_flow {
 	bool ready_reported;
 	bool csink_fatal;
 	uint64_t errors;
-	/* Scratch arrays for encoding batches, grown as needed. */
-	Wallaroo__V1__Event *sev;
-	Wallaroo__V1__Event **sevp;
-	Wallaroo__V1__StateEntry *sst;
-	Wallaroo__V1__StateEntry **sstp;
-	size_t scap, sscap;
 };
 
 static void emit(wl_flow *f, node_ref from, wl_event *e);
@@ -268,78 +263,14 @@ wl_flow_source_event(wl_flow *f, int source, wl_event *e)
 	emit(f, (node_ref){ WL_NODE_SOURCE, source }, e);
 }
 
-/* Grows the encoding scratch arrays. */
-static int
-scratch(wl_flow *f, size_t nev, size_t nst)
-{
-	if (nev > f->scap) {
-		size_t n = nev * 2;
-		void *a = realloc(f->sev, n * sizeof(*f->sev));
-		void *b = a ? realloc(f->sevp, n * sizeof(*f->sevp)) : NULL;
-		if (a)
-			f->sev = a;
-		if (b == NULL)
-			return -1;
-		f->sevp = b;
-		f->scap = n;
-	}
-	if (nst > f->sscap) {
-		size_t n = nst * 2;
-		void *a = realloc(f->sst, n * sizeof(*f->sst));
-		void *b = a ? realloc(f->sstp, n * sizeof(*f->sstp)) : NULL;
-		if (a)
-			f->sst = a;
-		if (b == NULL)
-			return -1;
-		f->sstp = b;
-		f->sscap = n;
-	}
-	return 0;
-}
-
+/* The batch as a Frame, in a new message (wire.c writes it by hand). */
 static wl_err
 encode_batch(wl_flow *f, const batch *b, nng_msg **out)
 {
-	Wallaroo__V1__Frame fr = WALLAROO__V1__FRAME__INIT;
-	Wallaroo__V1__Batch pb = WALLAROO__V1__BATCH__INIT;
-	size_t nst = 0, i = 0;
+	wl_wire_batch wb = { b->id, b->step, b->events.head, b->keys };
 
-	for (wl_state_entry *k = b->keys; k; k = k->mark)
-		nst++;
-	if (scratch(f, b->events.count, nst) != 0)
-		return WL_ERR_NOMEM;
-	for (wl_event *e = b->events.head; e; e = e->next, i++) {
-		Wallaroo__V1__Event *pe = &f->sev[i];
-		wallaroo__v1__event__init(pe);
-		pe->key.data = e->key;
-		pe->key.len = e->klen;
-		pe->payload.data = e->payload;
-		pe->payload.len = e->plen;
-		pe->event_time = e->event_time;
-		pe->stream_id = e->stream_id;
-		pe->message_id = e->message_id;
-		f->sevp[i] = pe;
-	}
-	i = 0;
-	for (wl_state_entry *k = b->keys; k; k = k->mark, i++) {
-		Wallaroo__V1__StateEntry *ps = &f->sst[i];
-		wallaroo__v1__state_entry__init(ps);
-		ps->key.data = k->key;
-		ps->key.len = k->klen;
-		ps->value.data = k->value;
-		ps->value.len = k->vlen;
-		ps->present = k->present;
-		f->sstp[i] = ps;
-	}
-	pb.batch_id = b->id;
-	pb.step_id = b->step;
-	pb.n_events = b->events.count;
-	pb.events = f->sevp;
-	pb.n_states = nst;
-	pb.states = f->sstp;
-	fr.body_case = WALLAROO__V1__FRAME__BODY_BATCH;
-	fr.batch = &pb;
-	return wl_frame_encode(out, &fr);
+	(void)f;
+	return wl_wire_batch_encode(out, &wb);
 }
 
 /* Parks `e` behind the other waiting events of its key `k`. */
@@ -1276,10 +1207,6 @@ wl_flow_free(wl_flow *f)
 	free(f->sinks);
 	free(f->slots);
 	free(f->steps);
-	free(f->sev);
-	free(f->sevp);
-	free(f->sst);
-	free(f->sstp);
 	wl_state_free(f->state);
 	free(f);
 }

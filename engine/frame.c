@@ -5,7 +5,10 @@
 #include "frame.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
+
+#include "wire.h"
 
 /*
  * Decoding allocates from an arena. protobuf-c's default allocator makes
@@ -118,7 +121,17 @@ wl_frame_decode(wl_frame **out, const void *buf, size_t len)
 			a = calloc(1, sizeof(*a));
 	}
 	pa.allocator_data = a;
-	f = wallaroo__v1__frame__unpack(a ? &pa : NULL, len, buf);
+	/* Batch replies, the frames that carry events back, are decoded by
+	 * hand when they hold nothing unusual (wire.c); the rest, and any
+	 * reply the hand decoder declines, by protobuf-c. The hand decoder
+	 * points into buf, so it needs the arena: nothing of it is freed
+	 * one by one. */
+	f = NULL;
+	if (a != NULL && len > 0 && ((const uint8_t *)buf)[0] == 0x3a &&
+	    !wl_wire_reply_decode(&pa, buf, len, &f))
+		f = NULL;
+	if (f == NULL)
+		f = wallaroo__v1__frame__unpack(a ? &pa : NULL, len, buf);
 	if (f == NULL || f->body_case == WALLAROO__V1__FRAME__BODY__NOT_SET) {
 		if (a != NULL)
 			arena_release(a);

@@ -17,7 +17,9 @@
 typedef Wallaroo__V1__Frame wl_frame;
 
 /* Decodes `len` bytes into *out (free with wl_frame_free). Returns
- * WL_ERR_PROTO when the bytes are not a Frame or the Frame has no body. */
+ * WL_ERR_PROTO when the bytes are not a Frame or the Frame has no body.
+ * The frame may point into buf (a batch reply's bytes fields do): keep buf
+ * until wl_frame_free. */
 wl_err wl_frame_decode(wl_frame **out, const void *buf, size_t len);
 
 /* Frees a decoded frame; accepts NULL. */

@@ -485,9 +485,9 @@ link_recv(void *arg, nng_msg *m)
 		    false);
 		return;
 	}
-	nng_msg_free(m);
 	on_frame(r, f);
 	wl_frame_free(f);
+	nng_msg_free(m); /* after the frame, which may point into it */
 }
 
 static void
