@@ -78,6 +78,16 @@ t_release(block **head)
 	}
 }
 
+/* What protobuf-c packs a frame into; the caller frees it. */
+static uint8_t *
+repack(const Wallaroo__V1__Frame *f, size_t *len)
+{
+	*len = wallaroo__v1__frame__get_packed_size(f);
+	uint8_t *b = malloc(*len + 1);
+	wallaroo__v1__frame__pack(f, b);
+	return b;
+}
+
 /* ---- the encoder ---- */
 
 static wl_state_entry *
@@ -139,9 +149,7 @@ reference(const wl_wire_batch *b, size_t *len)
 	pb.states = stp;
 	fr.body_case = WALLAROO__V1__FRAME__BODY_BATCH;
 	fr.batch = &pb;
-	*len = wallaroo__v1__frame__get_packed_size(&fr);
-	uint8_t *out = malloc(*len + 1);
-	wallaroo__v1__frame__pack(&fr, out);
+	uint8_t *out = repack(&fr, len);
 	free(ev);
 	free(evp);
 	free(st);
@@ -315,9 +323,7 @@ random_reply(size_t *len, int ascii_errors)
 	rep.states = stp;
 	fr.body_case = WALLAROO__V1__FRAME__BODY_REPLY;
 	fr.reply = &rep;
-	*len = wallaroo__v1__frame__get_packed_size(&fr);
-	uint8_t *out = malloc(*len + 1);
-	wallaroo__v1__frame__pack(&fr, out);
+	uint8_t *out = repack(&fr, len);
 	free(res);
 	free(resp);
 	free(st);
@@ -325,16 +331,6 @@ random_reply(size_t *len, int ascii_errors)
 	free(outs);
 	free(outp);
 	return out;
-}
-
-/* What protobuf-c packs a frame into; the caller frees it. */
-static uint8_t *
-repack(const Wallaroo__V1__Frame *f, size_t *len)
-{
-	*len = wallaroo__v1__frame__get_packed_size(f);
-	uint8_t *b = malloc(*len + 1);
-	wallaroo__v1__frame__pack(f, b);
-	return b;
 }
 
 /* Decodes buf by hand. 1: accepted, and protobuf-c decodes the same bytes
