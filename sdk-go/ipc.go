@@ -325,6 +325,9 @@ func (l *ipcLink) fill() error {
 	}
 	// take leaves room for the message in progress, so dst is never
 	// empty (a zero-length read would look like the end of the stream).
+	if l.w == len(l.buf) { // never, as take leaves room; but never read 0 bytes
+		l.buf = append(l.buf, make([]byte, ipcReadChunk)...)
+	}
 	dst := l.buf[l.w:]
 	for {
 		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(l.fd),
@@ -441,10 +444,14 @@ func (l *ipcLink) shutdownSocket() {
 	l.shut.Do(func() { _ = syscall.Shutdown(l.fd, syscall.SHUT_RDWR) })
 }
 
-// close shuts the link down and frees the socket. Only once nothing reads
-// or sends any more (the descriptor number could be reused).
+// close shuts the link down and frees the socket; called by the reader
+// once it is done. A send still running on another goroutine (a Goodbye)
+// fails at once after the shutdown, and the socket is closed only after it
+// has returned, so no send can reach a reused descriptor number.
 func (l *ipcLink) close() {
 	l.shutdown()
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
 	l.closed.Do(func() { _ = syscall.Close(l.fd) })
 }
 
