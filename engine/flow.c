@@ -265,11 +265,10 @@ wl_flow_source_event(wl_flow *f, int source, wl_event *e)
 
 /* The batch as a Frame, in a new message (wire.c writes it by hand). */
 static wl_err
-encode_batch(wl_flow *f, const batch *b, nng_msg **out)
+encode_batch(const batch *b, nng_msg **out)
 {
 	wl_wire_batch wb = { b->id, b->step, b->events.head, b->keys };
 
-	(void)f;
 	return wl_wire_batch_encode(out, &wb);
 }
 
@@ -443,7 +442,7 @@ send_batch(wl_flow *f, slot *s, batch *b)
 {
 	nng_msg *m;
 
-	if (encode_batch(f, b, &m) != WL_OK) {
+	if (encode_batch(b, &m) != WL_OK) {
 		wl_log("FLOW-ERROR", "out of memory encoding a batch for %s",
 		    wl_runner_name(s->runner));
 		return;
@@ -496,7 +495,7 @@ flush_slot(wl_flow *f, slot *s)
 		if (b == NULL)
 			return;
 		s->rr++;
-		if (encode_batch(f, b, &m) != WL_OK) {
+		if (encode_batch(b, &m) != WL_OK) {
 			fail_batch(f, b, "out of memory encoding the batch");
 			continue;
 		}

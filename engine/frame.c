@@ -127,9 +127,8 @@ wl_frame_decode(wl_frame **out, const void *buf, size_t len)
 	 * points into buf, so it needs the arena: nothing of it is freed
 	 * one by one. */
 	f = NULL;
-	if (a != NULL && len > 0 && ((const uint8_t *)buf)[0] == 0x3a &&
-	    !wl_wire_reply_decode(&pa, buf, len, &f))
-		f = NULL;
+	if (a != NULL && len > 0 && ((const uint8_t *)buf)[0] == 0x3a)
+		(void)wl_wire_reply_decode(&pa, buf, len, &f);
 	if (f == NULL)
 		f = wallaroo__v1__frame__unpack(a ? &pa : NULL, len, buf);
 	if (f == NULL || f->body_case == WALLAROO__V1__FRAME__BODY__NOT_SET) {

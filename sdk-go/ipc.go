@@ -51,8 +51,8 @@ const (
 	// world can wait for this goroutine when the runtime's preemption
 	// signal is off (GODEBUG=asyncpreemptoff=1).
 	rawWait = 10 * time.Millisecond
-	// idleBlockAfter: with no message for this long, recv gives the P back
-	// and sleeps in an ordinary system call.
+	// idleBlockAfter: once a wait for a message has lasted this long,
+	// recv gives the P back and sleeps in an ordinary system call.
 	idleBlockAfter = 20 * time.Millisecond
 )
 
@@ -86,9 +86,8 @@ type ipcLink struct {
 	closed sync.Once
 
 	// Receive side: only the reading goroutine touches these.
-	buf      []byte
-	r, w     int   // unread bytes are buf[r:w]
-	lastData int64 // monotonic ns of the last bytes received
+	buf  []byte
+	r, w int // unread bytes are buf[r:w]
 
 	// Send side, under sendMu.
 	sendMu sync.Mutex
@@ -187,7 +186,7 @@ func tryIPC(path string, maxRecv int, deadline time.Time) (l *ipcLink, retry boo
 	tv = syscall.Timeval{}
 	_ = syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_SNDTIMEO, &tv)
 	l = &ipcLink{fd: fd, maxRecv: maxRecv, goneCh: make(chan struct{}),
-		buf: make([]byte, ipcReadChunk), lastData: monoNow()}
+		buf: make([]byte, ipcReadChunk)}
 	return l, false, nil
 }
 
@@ -223,10 +222,6 @@ func writeAll(fd int, b []byte) error {
 	}
 	return nil
 }
-
-var monoBase = time.Now()
-
-func monoNow() int64 { return int64(time.Since(monoBase)) }
 
 // lose records why the link is lost (the first reason wins) and wakes
 // whoever waits for it.
@@ -329,6 +324,9 @@ func (l *ipcLink) fill() error {
 		l.buf = append(l.buf, make([]byte, ipcReadChunk)...)
 	}
 	dst := l.buf[l.w:]
+	// When this wait began: read only once a signal has interrupted it,
+	// so a batch that is already there costs no clock reading.
+	var since time.Time
 	for {
 		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(l.fd),
 			uintptr(unsafe.Pointer(&dst[0])), uintptr(len(dst)), 0, 0, 0)
@@ -338,13 +336,15 @@ func (l *ipcLink) fill() error {
 				return l.lose("the engine closed the connection")
 			}
 			l.w += int(n)
-			l.lastData = monoNow()
 			return nil
 		case syscall.EINTR:
 			// Most likely the runtime asking for this goroutine's P
 			// (preemption, a stop the world): give it.
 			runtime.Gosched()
-			if monoNow()-l.lastData < int64(idleBlockAfter) {
+			if since.IsZero() {
+				since = time.Now()
+			}
+			if time.Since(since) < idleBlockAfter {
 				continue
 			}
 			l.block()
@@ -457,14 +457,7 @@ func (l *ipcLink) close() {
 
 // linger waits, at most d, for the goroutine in recv to see the engine
 // close the connection; called from another goroutine, it never reads.
-func (l *ipcLink) linger(d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-l.goneCh:
-	case <-t.C:
-	}
-}
+func (l *ipcLink) linger(d time.Duration) { waitClosed(l.goneCh, d) }
 
 // settle returns at once: a message send returned is in the kernel, and
 // the engine reads it before the end of the stream, so closing now loses

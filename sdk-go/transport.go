@@ -180,11 +180,14 @@ func (m *mangosLink) lost() <-chan struct{}  { return m.c.gone }
 // linger gives a last message time to leave: it waits, at most d, for the
 // engine to close the connection (it does, after an Error or a Refuse).
 // Closing the socket at once could drop the queued message.
-func (c *conn) linger(d time.Duration) {
+func (c *conn) linger(d time.Duration) { waitClosed(c.gone, d) }
+
+// waitClosed waits until ch is closed, at most d.
+func waitClosed(ch <-chan struct{}, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-c.gone:
+	case <-ch:
 	case <-t.C:
 	}
 }
