@@ -5,9 +5,10 @@ calls it for every ``Batch`` frame and ``wallaroo.testing`` calls it for
 every batch it makes up, so tests exercise exactly what production runs.
 
 The loops below are written for speed: one function call per batch, local
-variables for everything looked up per event, one ``Result`` per event built
-in place with ``add()``, and nothing else allocated per event on the common
-path. Rare paths (errors, rolling back state) live in separate functions.
+variables for everything looked up per event, and each event's ``Result``
+written straight to bytes (``_wire.py``) rather than built as a protobuf
+message: one ``bytes`` object per event on the common path. Rare paths
+(errors, rolling back state) live in separate functions.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Set
 
 from ._log import log
 from ._pb import wallaroo_pb2 as pb
+from . import _wire
+from ._wire import EMPTY_RESULT, error_result, plain_result
 from .codecs import encode_default, identity, key_bytes
 from .output import Output
 from .steps import (
@@ -27,7 +30,7 @@ from .steps import (
     Step,
 )
 
-__all__ = ["process_batch", "fill_reply", "describe_failure"]
+__all__ = ["process_batch", "encode_reply", "describe_failure"]
 
 # Longest exception message copied into Result.error, so that one bad event
 # cannot make a reply larger than the engine accepts.
@@ -47,18 +50,16 @@ def process_batch(step: Step, batch: pb.Batch) -> pb.BatchReply:
     (state steps) the serialized state of every key whose bytes changed.
     User code failing on an event fails that event only (``Result.error``).
     """
-    reply = pb.BatchReply()
-    fill_reply(step, batch, reply)
-    return reply
+    frame = pb.Frame()
+    frame.ParseFromString(encode_reply(step, batch))
+    return frame.reply
 
 
-def fill_reply(step: Step, batch: pb.Batch, reply: pb.BatchReply) -> None:
-    """Like :func:`process_batch`, writing into an empty ``reply`` in place.
-
-    The runner uses it to build the reply directly inside its ``Frame``.
-    """
-    reply.batch_id = batch.batch_id
-    _RUNNERS[step.kind](step, batch, reply)
+def encode_reply(step: Step, batch: pb.Batch) -> bytes:
+    """Like :func:`process_batch`, returning the serialized ``Frame`` that
+    carries the reply: what the runner sends."""
+    fields = _RUNNERS[step.kind](step, batch)
+    return _wire.reply_frame(batch.batch_id, fields)
 
 
 def describe_failure(name: str, key: bytes, exc: BaseException, when: str = "") -> str:
@@ -76,20 +77,30 @@ def describe_failure(name: str, key: bytes, exc: BaseException, when: str = "") 
     return f"step '{name}' key {key!r}: {type(exc).__name__}: {message}{when}"
 
 
-def _add_output(outputs: Any, out: Any, encode: Callable[[Any], bytes]) -> None:
-    """Append ``out`` (a value or an Output) to a Result's outputs."""
+def _result(out: Any, encode: Callable[[Any], bytes]) -> bytes:
+    """The Result field of an event that returned ``out`` (a value or an
+    Output) from a single-output step."""
     if isinstance(out, Output):
-        payload = encode(out.value)
-        o = outputs.add()
-        o.payload = payload
-        if out.key is not None:
-            o.key = out.key
-            o.has_key = True
-        if out.event_time:
-            o.event_time = out.event_time
-    else:
-        payload = encode(out)
-        outputs.add().payload = payload
+        return _wire.outputs_result([_output(out, encode)])
+    return plain_result(encode(out))
+
+
+def _multi_result(outs: Any, encode: Callable[[Any], bytes], plain: bool) -> bytes:
+    """The Result field of an event that returned ``outs`` from a multi step."""
+    _check_multi_result(outs)
+    fields = []
+    for item in outs:
+        if plain and type(item) is bytes:
+            fields.append(_wire.output(item, None, 0))
+        elif isinstance(item, Output):
+            fields.append(_output(item, encode))
+        else:
+            fields.append(_wire.output(encode(item), None, 0))
+    return _wire.outputs_result(fields)
+
+
+def _output(out: Output, encode: Callable[[Any], bytes]) -> bytes:
+    return _wire.output(encode(out.value), out.key, out.event_time or 0)
 
 
 def _check_multi_result(outs: Any) -> None:
@@ -100,52 +111,51 @@ def _check_multi_result(outs: Any) -> None:
         )
 
 
-def _run_stateless(step: Step, batch: Any, reply: Any) -> None:
+def _run_stateless(step: Step, batch: Any) -> List[bytes]:
+    """The Result fields of a stateless step's batch, in event order."""
     name = step.name
     fn = step.fn
     multi = step.is_multi
     decode = None if step.decoder is identity else step.decoder
     encode = step.encoder
     plain = encode is encode_default
-    add_result = reply.results.add
+    fields: List[bytes] = []
+    add = fields.append
     for ev in batch.events:
-        res = add_result()
         try:
             out = fn(ev.payload if decode is None else decode(ev.payload))
             if out is None:
-                continue
-            if multi:
-                _check_multi_result(out)
-                outputs = res.outputs
-                for item in out:
-                    if plain and type(item) is bytes:
-                        outputs.add().payload = item
-                    else:
-                        _add_output(outputs, item, encode)
+                add(EMPTY_RESULT)
+            elif multi:
+                add(_multi_result(out, encode, plain))
             elif plain and type(out) is bytes:
-                res.outputs.add().payload = out
+                add(plain_result(out))
             else:
-                _add_output(res.outputs, out, encode)
+                add(_result(out, encode))
         except Exception as exc:
-            res.ClearField("outputs")
-            res.error = describe_failure(name, ev.key, exc)
+            add(error_result(describe_failure(name, ev.key, exc)))
+    return fields
 
 
-def _run_key_by(step: Step, batch: Any, reply: Any) -> None:
+def _run_key_by(step: Step, batch: Any) -> List[bytes]:
+    """The Result fields of a key-by step's batch: each event's new key."""
     name = step.name
     fn = step.fn
     decode = None if step.decoder is identity else step.decoder
-    add_result = reply.results.add
+    fields: List[bytes] = []
+    add = fields.append
     for ev in batch.events:
-        res = add_result()
         try:
             key = fn(ev.payload if decode is None else decode(ev.payload))
-            res.key = key if type(key) is bytes else key_bytes(key)
+            add(_wire.key_result(key if type(key) is bytes else key_bytes(key)))
         except Exception as exc:
-            res.error = describe_failure(name, ev.key, exc)
+            add(error_result(describe_failure(name, ev.key, exc)))
+    return fields
 
 
-def _run_state(step: Step, batch: Any, reply: Any) -> None:
+def _run_state(step: Step, batch: Any) -> List[bytes]:
+    """The Result fields of a state step's batch, in event order, then a
+    StateEntry field for every key whose serialized state changed."""
     name = step.name
     fn = step.fn
     multi = step.is_multi
@@ -154,9 +164,9 @@ def _run_state(step: Step, batch: Any, reply: Any) -> None:
     plain = encode is encode_default
     loads = step.state_codec.loads
     factory = step.state
-    results = reply.results
-    add_result = results.add
     events = batch.events
+    fields: List[bytes] = []
+    add = fields.append
 
     # The engine's view of each key before this batch: the serialized state,
     # or None for a key without state.
@@ -169,7 +179,6 @@ def _run_state(step: Step, batch: Any, reply: Any) -> None:
     i = -1
     for ev in events:
         i += 1
-        res = add_result()
         key = ev.key
         state = states.get(key, _MISSING)
         if state is _MISSING:
@@ -178,51 +187,47 @@ def _run_state(step: Step, batch: Any, reply: Any) -> None:
                 state = factory() if value is None else loads(value)
             except Exception as exc:
                 when = " (making a new state)" if value is None else " (loading the state)"
-                res.error = describe_failure(name, key, exc, when)
+                add(error_result(describe_failure(name, key, exc, when)))
                 if recovery is None:
-                    recovery = _Recovery(step, events, results, initial, states, decode)
+                    recovery = _Recovery(step, events, fields, initial, states, decode)
                 recovery.failed.add(i)
                 continue
             states[key] = state
         try:
             out = fn(ev.payload if decode is None else decode(ev.payload), state)
             if out is None:
-                continue
-            if multi:
-                _check_multi_result(out)
-                outputs = res.outputs
-                for item in out:
-                    if plain and type(item) is bytes:
-                        outputs.add().payload = item
-                    else:
-                        _add_output(outputs, item, encode)
+                add(EMPTY_RESULT)
+            elif multi:
+                add(_multi_result(out, encode, plain))
             elif plain and type(out) is bytes:
-                res.outputs.add().payload = out
+                add(plain_result(out))
             else:
-                _add_output(res.outputs, out, encode)
+                add(_result(out, encode))
         except Exception as exc:
-            res.ClearField("outputs")
-            res.error = describe_failure(name, key, exc)
+            add(error_result(describe_failure(name, key, exc)))
             if recovery is None:
-                recovery = _Recovery(step, events, results, initial, states, decode)
+                recovery = _Recovery(step, events, fields, initial, states, decode)
             recovery.roll_back(i, key)
 
     dumps = step.state_codec.dumps
-    add_state = reply.states.add
+    state_entry = _wire.state_entry
     # A copy: failing to save a key removes it from ``states``.
     for key, state in list(states.items()):
         try:
             value = dumps(state)
         except Exception as exc:
             if recovery is None:
-                recovery = _Recovery(step, events, results, initial, states, decode)
+                recovery = _Recovery(step, events, fields, initial, states, decode)
             recovery.fail_key(key, exc, " (saving the state)")
             continue
         if value != initial.get(key):
-            entry = add_state()
-            entry.key = key
-            entry.value = value
-            entry.present = True
+            try:
+                add(state_entry(key, value))
+            except TypeError as exc:  # dumps returned something not bytes-like
+                if recovery is None:
+                    recovery = _Recovery(step, events, fields, initial, states, decode)
+                recovery.fail_key(key, exc, " (saving the state)")
+    return fields
 
 
 class _Recovery:
@@ -244,14 +249,14 @@ class _Recovery:
         self,
         step: Step,
         events: Any,
-        results: Any,
+        fields: List[bytes],
         initial: Dict[bytes, Optional[bytes]],
         states: Dict[bytes, Any],
         decode: Optional[Callable[[bytes], Any]],
     ) -> None:
         self.step = step
         self.events = events
-        self.results = results
+        self.fields = fields  # the reply's Result fields, by event index
         self.initial = initial
         self.states = states
         self.decode = decode
@@ -327,9 +332,7 @@ class _Recovery:
 
     def _fail_event(self, j: int, key: bytes, exc: BaseException, when: str) -> None:
         self.failed.add(j)
-        res = self.results[j]
-        res.ClearField("outputs")
-        res.error = describe_failure(self.step.name, key, exc, when)
+        self.fields[j] = error_result(describe_failure(self.step.name, key, exc, when))
 
 
 _RUNNERS = {

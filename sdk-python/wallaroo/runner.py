@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 
 from . import __version__
 from ._ipc import PAIR1_HEADER, IpcPair, LinkLost, path_of
-from ._core import fill_reply
+from ._core import encode_reply
 from ._log import log, set_identity
 from ._pb import wallaroo_pb2 as pb
 from .steps import Step, Steps
@@ -501,9 +501,8 @@ class _Session:
                 batch.batch_id,
             )
             return
-        out = pb.Frame()
         try:
-            fill_reply(step, batch, out.reply)
+            data = encode_reply(step, batch)
         except Exception as exc:  # a bug in the SDK: user errors never get here
             log(f"internal error on batch {batch.batch_id}: {type(exc).__name__}: {exc}")
             self._send_error(
@@ -512,7 +511,6 @@ class _Session:
                 batch.batch_id,
             )
             return
-        data = out.SerializeToString()
         # nng's pair1 counts its 4-byte header against the receiver's limit.
         if len(data) + PAIR1_HEADER > self.max_send:
             message = (
