@@ -1,8 +1,9 @@
 """Running one step over one batch: the per-event path.
 
-``process_batch`` is the only way events reach user code: the runner loop
-calls it for every ``Batch`` frame and ``wallaroo.testing`` calls it for
-every batch it makes up, so tests exercise exactly what production runs.
+``encode_reply`` is the only way events reach user code: the runner loop
+calls it for every ``Batch`` frame, and ``wallaroo.testing`` calls it
+(through ``process_batch``, which parses the reply back) for every batch it
+makes up, so tests exercise exactly what production runs, bytes included.
 
 The loops below are written for speed: one function call per batch, local
 variables for everything looked up per event, and each event's ``Result``
