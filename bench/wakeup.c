@@ -26,6 +26,18 @@
  * to put anything: what is left is the machine. One line per CPU:
  *
  *   WAKEUP stall cpu=C seconds=S over_0.5ms=N over_1ms=N over_2ms=N max_us=M
+ *
+ * With --watch, the same question asked *while something else runs* (a
+ * benchmark), without taking its CPUs: one process per CPU, pinned, at the
+ * highest real-time priority it may have (SCHED_FIFO; fifo=0 in the output
+ * when it was refused), sleeping to a deadline every --gap-us (default
+ * 1000) and noting how late it woke. Nothing of ours can hold a CPU from a
+ * FIFO process, so a wake-up late by milliseconds is a CPU that was not
+ * running at all (the host's doing) or a kernel section that would not be
+ * preempted. It costs each CPU one wake-up per gap. One line per CPU:
+ *
+ *   WAKEUP watch cpu=C seconds=S gap_us=G fifo=F samples=N over_0.5ms=N
+ *       over_1ms=N over_2ms=N max_us=M
  */
 #define _GNU_SOURCE 1
 #include "hist.h"
@@ -154,10 +166,53 @@ spin_probe(double seconds, stall_result *res)
 	}
 }
 
-/* One pinned spinning child per CPU, all at once; each writes its result
- * into a pipe, read back in CPU order. */
+/* The watching probe of one CPU: wake-ups later than 0.5, 1 and 2 ms past
+ * their deadline, and the latest. A deadline missed by more than a gap is
+ * not made up for: the next one is a gap after the late wake-up. */
+static void
+watch_probe(double seconds, uint64_t gap_ns, stall_result *res,
+    uint64_t *samples)
+{
+	static const uint64_t limits[3] = { 500000, 1000000, 2000000 };
+	uint64_t next = wl_mono_ns();
+	uint64_t end = next + (uint64_t)(seconds * 1e9);
+
+	memset(res, 0, sizeof(*res));
+	*samples = 0;
+	while (next < end) {
+		struct timespec at;
+		uint64_t now, late;
+
+		next += gap_ns;
+		at.tv_sec = (time_t)(next / 1000000000ull);
+		at.tv_nsec = (long)(next % 1000000000ull);
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at,
+		    NULL) == EINTR)
+			;
+		now = wl_mono_ns();
+		late = now > next ? now - next : 0;
+		(*samples)++;
+		if (late > res->max_ns)
+			res->max_ns = late;
+		for (int i = 0; i < 3; i++)
+			if (late > limits[i])
+				res->over[i]++;
+		if (late > gap_ns)
+			next = now;
+	}
+}
+
+typedef struct {
+	stall_result r;
+	uint64_t samples;
+	int fifo;
+} probe_result;
+
+/* One pinned child per CPU, all at once, spinning (--stall) or watching
+ * (gap_ns > 0); each writes its result into a pipe, read back in CPU
+ * order. */
 static int
-run_stall(double seconds)
+run_probes(double seconds, uint64_t gap_ns)
 {
 	cpu_set_t all;
 	int ncpu = 0, cpus[CPU_SETSIZE];
@@ -181,14 +236,20 @@ run_stall(double seconds)
 		}
 		if (pids[i] == 0) {
 			cpu_set_t one;
-			stall_result r;
+			probe_result r = { .fifo = 0 };
 
 			close(p[0]);
 			CPU_ZERO(&one);
 			CPU_SET(cpus[i], &one);
 			if (sched_setaffinity(0, sizeof(one), &one) != 0)
 				_exit(3);
-			spin_probe(seconds, &r);
+			if (gap_ns > 0) {
+				struct sched_param sp = {
+				    .sched_priority = sched_get_priority_max(SCHED_FIFO) };
+				r.fifo = sched_setscheduler(0, SCHED_FIFO, &sp) == 0;
+				watch_probe(seconds, gap_ns, &r.r, &r.samples);
+			} else
+				spin_probe(seconds, &r.r);
 			_exit(write(p[1], &r, sizeof(r)) == (ssize_t)sizeof(r) ?
 			    0 : 4);
 		}
@@ -197,23 +258,30 @@ run_stall(double seconds)
 	}
 	int failed = 0;
 	for (int i = 0; i < ncpu; i++) {
-		stall_result r;
+		probe_result pr;
+		const stall_result *r = &pr.r;
 		int status;
-		ssize_t got = read(fds[i], &r, sizeof(r));
+		ssize_t got = read(fds[i], &pr, sizeof(pr));
 
 		close(fds[i]);
 		waitpid(pids[i], &status, 0);
-		if (got != (ssize_t)sizeof(r)) {
+		if (got != (ssize_t)sizeof(pr)) {
 			fprintf(stderr, "wakeup: the probe of cpu %d failed "
 			    "(status %d)\n", cpus[i], status);
 			failed = 1;
 			continue;
 		}
-		printf("WAKEUP stall cpu=%d seconds=%g over_0.5ms=%llu "
-		    "over_1ms=%llu over_2ms=%llu max_us=%.1f\n", cpus[i],
-		    seconds, (unsigned long long)r.over[0],
-		    (unsigned long long)r.over[1], (unsigned long long)r.over[2],
-		    (double)r.max_ns / 1e3);
+		if (gap_ns > 0)
+			printf("WAKEUP watch cpu=%d seconds=%g gap_us=%llu fifo=%d "
+			    "samples=%llu ", cpus[i], seconds,
+			    (unsigned long long)(gap_ns / 1000), pr.fifo,
+			    (unsigned long long)pr.samples);
+		else
+			printf("WAKEUP stall cpu=%d seconds=%g ", cpus[i], seconds);
+		printf("over_0.5ms=%llu over_1ms=%llu over_2ms=%llu "
+		    "max_us=%.1f\n", (unsigned long long)r->over[0],
+		    (unsigned long long)r->over[1],
+		    (unsigned long long)r->over[2], (double)r->max_ns / 1e3);
 	}
 	return failed;
 }
@@ -221,10 +289,13 @@ run_stall(double seconds)
 static void
 usage(FILE *f)
 {
-	fprintf(f, "usage: wakeup [--seconds S] [--gap-us G] [--stall]\n"
+	fprintf(f, "usage: wakeup [--seconds S] [--gap-us G] [--stall | --watch]\n"
 	    "  --seconds S  seconds per figure (default 4)\n"
-	    "  --gap-us G   sleep between samples, microseconds (default 100)\n"
-	    "  --stall      instead: spin on every CPU and count the gaps\n");
+	    "  --gap-us G   sleep between samples, microseconds (default 100;\n"
+	    "               1000 with --watch)\n"
+	    "  --stall      instead: spin on every CPU and count the gaps\n"
+	    "  --watch      instead: on every CPU, at real-time priority, wake\n"
+	    "               every G us and count the late wake-ups\n");
 }
 
 int
@@ -232,9 +303,9 @@ main(int argc, char **argv)
 {
 	static wl_hist h;
 	double seconds = 4;
-	long gap_us = 100;
+	long gap_us = -1; /* not given */
 	char prefix[64];
-	int stall = 0;
+	int stall = 0, watch = 0;
 
 	for (int i = 1; i < argc; i++) {
 		char *end = NULL;
@@ -255,6 +326,8 @@ main(int argc, char **argv)
 			}
 		} else if (strcmp(argv[i], "--stall") == 0) {
 			stall = 1;
+		} else if (strcmp(argv[i], "--watch") == 0) {
+			watch = 1;
 		} else if (strcmp(argv[i], "--help") == 0) {
 			usage(stdout);
 			return 0;
@@ -263,8 +336,23 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
+	if (stall && watch) {
+		fprintf(stderr, "wakeup: --stall and --watch are two different "
+		    "probes: give one\n");
+		return 2;
+	}
 	if (stall)
-		return run_stall(seconds);
+		return run_probes(seconds, 0);
+	if (watch) {
+		if (gap_us == 0) {
+			fprintf(stderr, "wakeup: --watch needs a --gap-us over 0\n");
+			return 2;
+		}
+		return run_probes(seconds, (uint64_t)(gap_us < 0 ? 1000 : gap_us) *
+		    1000);
+	}
+	if (gap_us < 0)
+		gap_us = 100;
 	wl_hist_init(&h);
 	if (gap_us > 0) {
 		run_sleep(seconds, (uint64_t)gap_us * 1000, &h);

@@ -1300,6 +1300,44 @@ def test_bench_run_one_pipeline(case):
     assert r["progress"] and r["progress"][-1][1] <= r["sent"]
 
 
+def test_bench_run_one_watches_the_cpus_during_the_run():
+    env = dict(os.environ)
+    env.setdefault("WALLAROO_ENGINE", os.path.join(ROOT, "build", "wallaroo-engine"))
+    cp = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "run"), "--one",
+                         "w3/none/20000", "--duration", "1", "--watch"],
+                        capture_output=True, text=True, timeout=120, env=env)
+    assert cp.returncode == 0, cp.stderr
+    w = json.loads(cp.stdout)["watch"]
+    assert [int(c["cpu"]) for c in w["cpus"]] == sorted(os.sched_getaffinity(0))
+    # One wake-up per millisecond of the 1 s run on every CPU, or fewer
+    # when some were late by more than that.
+    assert all(200 <= int(c["samples"]) <= 1000 for c in w["cpus"]), w
+    assert w["max_us"] == max(float(c["max_us"]) for c in w["cpus"])
+    assert w["over_2ms"] == sum(int(c["over_2ms"]) for c in w["cpus"])
+    assert isinstance(w["fifo"], bool)
+
+
+def test_bench_run_lists_each_w1e_run_beside_the_stalls_before_and_during_it(tmp_path):
+    br = _bench_script("run")
+
+    def figures(p50, p99, p9999, mx):
+        return {"engine": {"p50_us": p50, "p50_bin_us": 131, "p99_us": p99, "p99_bin_us": 262,
+                           "p99.99_us": p9999, "p99.99_bin_us": 4194, "max_us": mx},
+                "e2e": {"p50_us": 1, "p99_us": 2, "p99.99_us": 3, "max_us": 4}}
+
+    run = dict(figures(70, 200, 2500, 2600), probe={"max_us": 3100, "over_2ms": 2},
+               watch={"max_us": 2450.4, "over_2ms": 1, "fifo": True})
+    old = dict(figures(80, 210, 1900, 2000), probe={"max_us": 900, "over_2ms": 0})
+    res = {"machine": "m", "command": "c", "duration": 4, "runs": 2, "runner_link": "l",
+           "latency": [{"lang": "go", "rate": 100000, "runs": [run, old]}]}
+    path = tmp_path / "RESULTS.md"
+    br.write_results(res, str(path))
+    text = path.read_text()
+    assert "| go | 1 | 70 | 200 | 2500 | 2600 | 3100 | 2 | 2450 | 1 |" in text
+    # A run from before --watch existed keeps its row, with the columns empty.
+    assert "| go | 2 | 80 | 210 | 1900 | 2000 | 900 | 0 | | |" in text
+
+
 def _bench_script(name):
     """bench/NAME (a Python script without .py) as a module."""
     import importlib.util
@@ -1399,10 +1437,62 @@ def test_wakeup_stall_probes_every_cpu_it_may_run_on():
     assert [int(kv(l)["cpu"]) for l in out.stdout.splitlines()] == cpus
 
 
+def test_wakeup_watch_wakes_on_every_cpu_once_per_gap():
+    cpus = sorted(os.sched_getaffinity(0))
+    out = subprocess.run([binary(WAKEUP), "--watch", "--seconds", "0.3", "--gap-us", "2000"],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [int(kv(l)["cpu"]) for l in lines] == cpus
+    for line in lines:
+        r = kv(line)
+        assert line.startswith("WAKEUP watch cpu="), line
+        assert r["gap_us"] == 2000 and r["fifo"] in (0, 1), line
+        # A deadline every 2 ms for 0.3 s: 150, fewer only when one was
+        # missed by more than a gap (then the next is a gap after it).
+        assert 50 <= r["samples"] <= 150, line
+        assert r["over_0.5ms"] >= r["over_1ms"] >= r["over_2ms"] >= 0, line
+        assert r["over_2ms"] == 0 or r["max_us"] > 2000, line
+
+
+def test_wakeup_watch_counts_a_cpu_it_could_not_run_on():
+    # Stopping one probe for 60 ms is, to it, a CPU taken away that long.
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    p = subprocess.Popen(["taskset", "-c", str(cpu), binary(WAKEUP), "--watch",
+                          "--seconds", "0.6"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        kids = []
+        while not kids and time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:
+                with open(f"/proc/{p.pid}/task/{p.pid}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except FileNotFoundError:
+                break
+        assert kids, "the probe process did not start"
+        time.sleep(0.1)
+        os.kill(kids[0], signal.SIGSTOP)
+        time.sleep(0.06)
+        os.kill(kids[0], signal.SIGCONT)
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    (line,) = out.splitlines()
+    r = kv(line)
+    assert r["over_2ms"] >= 1 and r["max_us"] >= 40_000, line
+
+
 @pytest.mark.parametrize("args, message", [
     (["--seconds", "0"], "--seconds '0': a number of seconds from 0 to 3600"),
     (["--gap-us", "-1"], "--gap-us '-1': an integer from 0 to 1000000"),
     (["--bogus"], "usage: wakeup"),
+    (["--stall", "--watch"], "--stall and --watch are two different probes"),
+    (["--watch", "--gap-us", "0"], "--watch needs a --gap-us over 0"),
 ])
 def test_wakeup_bad_arguments_exit_2_and_say_why(args, message):
     out = subprocess.run([binary(WAKEUP)] + args, capture_output=True, text=True, timeout=20)
