@@ -144,22 +144,30 @@ typedef struct {
 	uint64_t max_ns;
 } stall_result;
 
+/* Counts one gap (or lateness) of `ns` into `res`. */
+static void
+note_gap(stall_result *res, uint64_t ns)
+{
+	static const uint64_t limits[3] = { 500000, 1000000, 2000000 };
+
+	if (ns > res->max_ns)
+		res->max_ns = ns;
+	for (int i = 0; i < 3; i++)
+		if (ns > limits[i])
+			res->over[i]++;
+}
+
 static void
 spin_probe(double seconds, stall_result *res)
 {
-	static const uint64_t limits[3] = { 500000, 1000000, 2000000 };
 	uint64_t prev = wl_mono_ns();
 	uint64_t end = prev + (uint64_t)(seconds * 1e9);
 
 	memset(res, 0, sizeof(*res));
 	for (;;) {
-		uint64_t now = wl_mono_ns(), gap = now - prev;
+		uint64_t now = wl_mono_ns();
 
-		if (gap > res->max_ns)
-			res->max_ns = gap;
-		for (int i = 0; i < 3; i++)
-			if (gap > limits[i])
-				res->over[i]++;
+		note_gap(res, now - prev);
 		if (now >= end)
 			break;
 		prev = now;
@@ -173,7 +181,6 @@ static void
 watch_probe(double seconds, uint64_t gap_ns, stall_result *res,
     uint64_t *samples)
 {
-	static const uint64_t limits[3] = { 500000, 1000000, 2000000 };
 	uint64_t next = wl_mono_ns();
 	uint64_t end = next + (uint64_t)(seconds * 1e9);
 
@@ -192,11 +199,7 @@ watch_probe(double seconds, uint64_t gap_ns, stall_result *res,
 		now = wl_mono_ns();
 		late = now > next ? now - next : 0;
 		(*samples)++;
-		if (late > res->max_ns)
-			res->max_ns = late;
-		for (int i = 0; i < 3; i++)
-			if (late > limits[i])
-				res->over[i]++;
+		note_gap(res, late);
 		if (late > gap_ns)
 			next = now;
 	}

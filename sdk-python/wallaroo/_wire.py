@@ -72,11 +72,9 @@ _PLAIN_PREFIX_MAX_LEN = 1 << 14
 
 
 def _plain_prefix(n: int) -> bytes:
-    # Output: payload (3), left out when empty like any default field.
-    payload_head = b"\x1a" + varint(n) if n else b""
-    output_len = len(payload_head) + n
-    result_len = 1 + len(varint(output_len)) + output_len  # Result: outputs (1)
-    return b"\x12" + varint(result_len) + b"\x0a" + varint(output_len) + payload_head
+    # The general encoding of such a result, without its payload.
+    whole = outputs_result([output(bytes(n), None, 0)])
+    return whole[: len(whole) - n]
 
 
 def plain_result(payload: bytes) -> bytes:
