@@ -38,6 +38,8 @@
  *
  *   WAKEUP watch cpu=C seconds=S gap_us=G fifo=F samples=N over_0.5ms=N
  *       over_1ms=N over_2ms=N max_us=M
+ *
+ * and, on stderr as each probe starts, "WAKEUP watching cpu=C pid=P".
  */
 #define _GNU_SOURCE 1
 #include "hist.h"
@@ -250,6 +252,11 @@ run_probes(double seconds, uint64_t gap_ns)
 				struct sched_param sp = {
 				    .sched_priority = sched_get_priority_max(SCHED_FIFO) };
 				r.fifo = sched_setscheduler(0, SCHED_FIFO, &sp) == 0;
+				/* On stderr, so that stdout stays one line per
+				 * CPU: who is watching, for a test to stop it. */
+				fprintf(stderr, "WAKEUP watching cpu=%d pid=%d\n",
+				    cpus[i], (int)getpid());
+				fflush(stderr);
 				watch_probe(seconds, gap_ns, &r.r, &r.samples);
 			} else
 				spin_probe(seconds, &r.r);
