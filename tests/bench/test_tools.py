@@ -1387,6 +1387,40 @@ def test_bench_profile_classifies_call_chains():
     assert counts[("nng:task", "unix socket (nng ipc to runners)")] == 1
 
 
+def test_bench_blame_names_what_ran_while_ours_waited():
+    bb = _bench_script("blame")
+    # cpu 1: kdamond runs 10.000-10.004 while the engine, woken at 10.0005,
+    # waits 3.5 ms; then the engine runs 0.1 ms. cpu 0 idles 5 ms while a
+    # runner thread (tid 31 of pid 30) waits 2 ms on it, then runs 0.05 ms.
+    # A kernel thread's own wait and a wait under the threshold count for
+    # nothing.
+    text = """           time    cpu  task name                       wait time  sch delay   run time
+                        [tid/pid]                          (msec)     (msec)     (msec)
+--------------- ------  ------------------------------  ---------  ---------  ---------
+   10.004000 [0001]  kdamond.0[107]                      500.000      0.000      4.000 
+   10.004100 [0001]  wallaroo-engine[20]                  3.600      3.500      0.100 
+   10.005000 [0000]  <idle>                              0.000      0.000      5.000 
+   10.005050 [0000]  market-spread[31/30]                 2.100      2.000      0.050 
+   10.006000 [0000]  kworker/0:1[9]                       1.000      1.000      0.950 
+   10.006200 [0000]  recv[40]                             0.300      0.200      0.200 
+"""
+    rows = bb.parse_timehist(text)
+    assert len(rows) == 6
+    assert rows[1] == (10.0041, 1, "wallaroo-engine", 20, 3.5, 0.1)
+    assert rows[2][2:4] == ("<idle>", 0)
+    assert rows[3][2:4] == ("market-spread", 30)  # the process, not the thread
+    ours = {"wallaroo-engine", "market-spread", "recv"}
+    waits, totals = bb.blame(rows, lambda comm, pid: comm in ours, 1.0)
+    assert [(w[3], round(w[0], 2)) for w in waits] == [("wallaroo-engine", 3.5),
+                                                      ("market-spread", 2.0)]
+    assert round(waits[0][4]["kdamond.0"], 3) == 3.5
+    assert round(waits[1][4]["<idle>"], 3) == 2.0
+    assert {k: round(v, 3) for k, v in totals.items()} == {"kdamond.0": 3.5, "<idle>": 2.0}
+    # the pid test excludes a process of ours by number (bench/blame itself)
+    waits, _ = bb.blame(rows, lambda comm, pid: comm in ours and pid != 30, 1.0)
+    assert [w[3] for w in waits] == ["wallaroo-engine"]
+
+
 # ---- wakeup ---------------------------------------------------------------
 
 WAKEUP = os.path.join(BIN_DIR, "wakeup")
