@@ -1500,10 +1500,12 @@ def test_wakeup_watch_counts_a_cpu_it_could_not_run_on():
         assert started.startswith(f"WAKEUP watching cpu={cpu} "), started
         probe = int(kv(started)["pid"])
         os.kill(probe, signal.SIGSTOP)
-        # The stall itself: how long the probe is kept off its CPU (not a
-        # wait for anything).
-        time.sleep(0.06)
+        # The stall lasts while a second probe measures for 60 ms: its
+        # report line ends it.
+        other = subprocess.run([binary(WAKEUP), "--seconds", "0.06", "--gap-us", "1000"],
+                               capture_output=True, text=True, timeout=20)
         os.kill(probe, signal.SIGCONT)
+        assert other.returncode == 0 and other.stdout.startswith("WAKEUP sleep"), other
         out, err = p.communicate(timeout=20)
     finally:
         if p.poll() is None:
