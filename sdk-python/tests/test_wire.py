@@ -150,3 +150,16 @@ def test_encode_reply_is_the_frame_the_runner_sends():
     assert frame.WhichOneof("body") == "reply"
     assert frame.reply.batch_id == 12
     assert frame.reply.results[0].outputs[0].payload == b"AB"
+
+
+@pytest.mark.parametrize(
+    "key_len,value_len",
+    [(0, 0), (0, 5), (5, 0), (1, 1), (4, 117), (4, 118), (60, 61), (61, 61), (1, 200)],
+)
+def test_state_entries_either_side_of_the_one_byte_length_match_protobuf(key_len, value_len):
+    # key + value of 121 bytes is the longest body (with 6 bytes of tags,
+    # lengths and the present flag) whose length fits one varint byte.
+    key, value = b"k" * key_len, b"v" * value_len
+    ref = pb.BatchReply()
+    ref.states.add(key=key, value=value, present=True)
+    assert _wire.state_entry(key, value) == ref.SerializeToString()
