@@ -1416,6 +1416,11 @@ def test_bench_blame_names_what_ran_while_ours_waited():
     assert round(waits[0][4]["kdamond.0"], 3) == 3.5
     assert round(waits[1][4]["<idle>"], 3) == 2.0
     assert {k: round(v, 3) for k, v in totals.items()} == {"kdamond.0": 3.5, "<idle>": 2.0}
+    # cpu 0 was idle through the engine's whole wait on cpu 1; cpu 1 was busy
+    # (kdamond, then the engine) through the runner's wait on cpu 0.
+    assert [round(w[5], 3) for w in waits] == [3.5, 0.0]
+    # cpu 0 was already idle when the engine woke (10.0005)
+    assert [w[6] for w in waits] == [True, False]
     # the pid test excludes a process of ours by number (bench/blame itself)
     waits, _ = bb.blame(rows, lambda comm, pid: comm in ours and pid != 30, 1.0)
     assert [w[3] for w in waits] == ["wallaroo-engine"]
