@@ -1338,6 +1338,40 @@ def test_bench_run_lists_each_w1e_run_beside_the_stalls_before_and_during_it(tmp
     assert "| go | 2 | 80 | 210 | 1900 | 2000 | 900 | 0 | | |" in text
 
 
+def test_bench_run_batching_curve_pairs_unpaced_rate_with_paced_latency(tmp_path):
+    br = _bench_script("run")
+    # A quarter of the unpaced rate, rounded down to a thousand, within
+    # [1000, 100000].
+    assert br.batching_paced_rate(95621) == 23000
+    assert br.batching_paced_rate(5251135) == 100000
+    assert br.batching_paced_rate(1500) == 1000
+
+    def lat(p50, p99, e2e):
+        return {"engine": {"p50_us": p50, "p99_us": p99},
+                "e2e": {"p50_us": e2e, "p99_us": p99 + 100, "samples": 400000}}
+
+    kept = dict(lat(61, 240, 180), offered=100000, gen_rate=100000, sent=400000,
+                events_in=400000, drain_s=0.1, errors=0)
+    behind = dict(kept, engine={"p50_us": 1933, "p99_us": 28312}, drain_s=3.0)
+
+    res = {"machine": "m", "command": "c", "duration": 4, "runs": 1, "runner_link": "l",
+           "batching": [
+               {"batch": 16, "inflight": 4, "run": dict(lat(7864, 9000, 94372), throughput=1196506),
+                "paced_rate": 100000, "paced": kept},
+               {"batch": 4, "inflight": 1, "run": dict(lat(1, 2, 3), throughput=95621),
+                "paced_rate": 23000, "paced": behind},
+               # from a results.json written before the paced runs existed
+               {"batch": 1, "inflight": 1, "run": dict(lat(436208, 5e5, 4697620), throughput=21945)},
+           ]}
+    path = tmp_path / "RESULTS.md"
+    br.write_results(res, str(path))
+    text = path.read_text()
+    assert "| 16 | 4 | 1,196,506 | 100,000 | yes | 180 | 61 | 240 |" in text
+    assert "| 4 | 1 | 95,621 | 23,000 | no | 180 | 1933 | 28312 |" in text
+    assert "| 1 | 1 | 21,945 | | | | | |" in text
+    assert "94372" not in text  # the unpaced latency is not reported as the setting's
+
+
 def _bench_script(name):
     """bench/NAME (a Python script without .py) as a module."""
     import importlib.util
