@@ -78,6 +78,14 @@ def describe_failure(name: str, key: bytes, exc: BaseException, when: str = "") 
     return f"step '{name}' key {key!r}: {type(exc).__name__}: {message}{when}"
 
 
+def _result(out: Any, encode: Callable[[Any], bytes]) -> bytes:
+    """The Result field of an event that returned ``out`` (a value or an
+    Output) from a single-output step."""
+    if isinstance(out, Output):
+        return _wire.outputs_result([_output(out, encode)])
+    return plain_result(encode(out))
+
+
 def _multi_result(outs: Any, encode: Callable[[Any], bytes], plain: bool) -> bytes:
     """The Result field of an event that returned ``outs`` from a multi step."""
     _check_multi_result(outs)
@@ -123,10 +131,8 @@ def _run_stateless(step: Step, batch: Any) -> List[bytes]:
                 add(_multi_result(out, encode, plain))
             elif plain and type(out) is bytes:
                 add(plain_result(out))
-            elif isinstance(out, Output):
-                add(_wire.outputs_result([_output(out, encode)]))
             else:
-                add(plain_result(encode(out)))
+                add(_result(out, encode))
         except Exception as exc:
             add(error_result(describe_failure(name, ev.key, exc)))
     return fields
@@ -196,10 +202,8 @@ def _run_state(step: Step, batch: Any) -> List[bytes]:
                 add(_multi_result(out, encode, plain))
             elif plain and type(out) is bytes:
                 add(plain_result(out))
-            elif isinstance(out, Output):
-                add(_wire.outputs_result([_output(out, encode)]))
             else:
-                add(plain_result(encode(out)))
+                add(_result(out, encode))
         except Exception as exc:
             add(error_result(describe_failure(name, key, exc)))
             if recovery is None:
