@@ -15,7 +15,10 @@ stream (until the engine's Goodbye).
 Sink. Appends every payload of every batch, one per line, to WL_OUT, then
 answers. With WL_2PC=1 it holds each epoch apart: on Prepare it writes the
 epoch to WL_STATE/prepared-<epoch> (durable); on Commit it appends that to
-WL_OUT and removes the file; InDoubt lists the files left.
+WL_OUT and removes the file; InDoubt lists the files left. A commit is
+redone whole after a kill: WL_STATE/committing-<epoch> records WL_OUT's size
+before the append, and a restart cuts WL_OUT back to it while the prepared
+file is still there (a killed write can leave part of a line).
 
 Faults (WL_FAULT), once unless WL_FAULT_MARKER is "always" (a marker file
 under WL_STATE records that the fault happened):
@@ -230,6 +233,23 @@ def run_source():
     sys.exit(0)
 
 
+def undo_torn_commits(out):
+    """A commit killed before its prepared file went may have appended all,
+    part or none of the epoch: cut WL_OUT back to the size before it, so
+    that the engine's Commit (the epoch is listed in doubt) redoes it whole.
+    Once the prepared file is gone the append was complete."""
+    for name in os.listdir(STATE):
+        if not name.startswith("committing-"):
+            continue
+        marker = os.path.join(STATE, name)
+        if os.path.exists(os.path.join(STATE, "prepared-" + name[len("committing-"):])):
+            with open(marker) as fh:
+                size = int(fh.read())
+            with open(out, "ab") as fh:
+                fh.truncate(size)
+        os.unlink(marker)
+
+
 def run_sink():
     c = Conn(pb.ROLE_SINK)
     out = os.environ["WL_OUT"]
@@ -237,6 +257,7 @@ def run_sink():
     held = {}
     batches = 0
     if twopc:
+        undo_torn_commits(out)
         f = pb.Frame()
         for name in sorted(os.listdir(STATE)):
             if name.startswith("prepared-"):
@@ -285,11 +306,17 @@ def run_sink():
         elif body in ("commit", "abort"):
             msg = getattr(f, body)
             path = os.path.join(STATE, "prepared-%d" % msg.epoch)
+            marker = os.path.join(STATE, "committing-%d" % msg.epoch)
             if body == "commit" and os.path.exists(path):
+                with open(marker + ".tmp", "w") as fh:  # whole, or not there
+                    fh.write(str(os.path.getsize(out) if os.path.exists(out) else 0))
+                os.replace(marker + ".tmp", marker)
                 with open(path, "rb") as src, open(out, "ab") as dst:
                     dst.write(src.read())
             if os.path.exists(path):
                 os.unlink(path)
+            if os.path.exists(marker):
+                os.unlink(marker)
             if body == "commit" and fault("crash_after_commit"):
                 os._exit(1)
             r = pb.Frame()

@@ -278,7 +278,7 @@ def test_two_phase_sink_commits_an_epoch_only_once_its_checkpoint_is_durable(
     e = engine(sink_2pc_topology(tmp_path, 3000, WL_FAULT=fault), *args(tmp_path))
     assert e.wait(60) == 0, e.log()
     assert (tmp_path / "out.txt").read_bytes().splitlines() == want_upper(3000)
-    assert not [n for n in os.listdir(tmp_path) if n.startswith("prepared-")]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(("prepared-", "committing-"))]
     # Every Commit names a durable checkpoint: none before its CKPT-DONE.
     log = e.log()
     assert "CKPT-FAIL" not in log
@@ -301,7 +301,7 @@ def test_killed_engine_with_a_two_phase_sink_delivers_every_output_once(engine, 
     assert kills >= 2, "the input ran out before the engine was killed twice"
     got = (tmp_path / "out.txt").read_bytes().splitlines()
     assert got == want_upper(lines), "%d outputs, %d distinct" % (len(got), len(set(got)))
-    assert not [n for n in os.listdir(tmp_path) if n.startswith("prepared-")]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(("prepared-", "committing-"))]
 
 
 def test_a_changed_partition_count_is_logged_and_the_state_carries_over(engine, tmp_path):
