@@ -96,7 +96,7 @@ wl_state_get(wl_state *s, uint32_t state_id, const void *key, uint32_t klen,
 
 	for (e = s->buckets[i]; e; e = e->next) {
 		if (e->hash == h && e->state_id == state_id &&
-		    e->klen == klen && memcmp(e->key, key, klen) == 0)
+		    e->klen == klen && (klen == 0 || memcmp(e->key, key, klen) == 0))
 			return e;
 	}
 	if (!create)
@@ -107,7 +107,8 @@ wl_state_get(wl_state *s, uint32_t state_id, const void *key, uint32_t klen,
 	e->hash = h;
 	e->state_id = state_id;
 	e->klen = klen;
-	memcpy(e->key, key, klen);
+	if (klen > 0)  /* an empty key may come as NULL: memcpy must not see it */
+		memcpy(e->key, key, klen);
 	e->next = s->buckets[i];
 	s->buckets[i] = e;
 	s->count++;

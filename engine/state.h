@@ -47,7 +47,8 @@ void wl_state_free(wl_state *s);
 /* Finds the entry of (state_id, key), creating an empty one (present =
  * false) when `create` is true. Returns NULL when absent and not created,
  * or out of memory. The store keeps ownership of the entry; the pointer
- * stays valid until wl_state_free. */
+ * stays valid until wl_state_free. The empty key (klen 0) is a key like
+ * any other; `key` may then be NULL (as an event's key is). */
 wl_state_entry *wl_state_get(wl_state *s, uint32_t state_id, const void *key,
     uint32_t klen, bool create);
 

@@ -35,6 +35,12 @@ main(void)
 	    e->vlen == 0, "delete the value");
 	TAP_OK(wl_state_set(s, e, "", 0, true) == WL_OK && e->present &&
 	    e->vlen == 0, "an empty value is present");
+	e2 = wl_state_get(s, 1, NULL, 0, true);
+	TAP_OK(e2 != NULL && e2 != e && e2->klen == 0,
+	    "the empty key, given as NULL, has an entry of its own");
+	TAP_OK(wl_state_get(s, 1, "", 0, false) == e2 &&
+	    wl_state_get(s, 1, NULL, 0, false) == e2,
+	    "the empty key is found again, as \"\" or NULL");
 	for (int i = 0; i < 100000; i++) {
 		int n = snprintf(key, sizeof(key), "word-%d", i);
 		wl_state_entry *w = wl_state_get(s, 3, key, (uint32_t)n, true);
@@ -49,7 +55,7 @@ main(void)
 			ok = 0;
 	}
 	TAP_OK(ok, "100000 dynamic keys survive the table growing");
-	TAP_OK(wl_state_count(s) == 100002, "count is %zu", wl_state_count(s));
+	TAP_OK(wl_state_count(s) == 100003, "count is %zu", wl_state_count(s));
 	TAP_OK(wl_state_get(s, 1, "IBM", 3, false) == e,
 	    "entries keep their address across growth");
 	wl_state_free(s);
