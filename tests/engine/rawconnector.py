@@ -28,8 +28,14 @@ under WL_STATE records that the fault happened):
   sink:   crash_before_reply:N (write batch N, then exit 1 before its
           reply), error:N (answer batch N with Error), crash_after_prepare,
           crash_after_commit (commit epoch 1's data, exit before Resolved)
+  either: mutate (every frame after Hello is damaged with probability
+          WL_MUTATE_P, default 0.03, as rawrunner's mutate does, from
+          WL_MUTATE_SEED, the role and how many connectors of that role
+          started before; WL_MUTATE_ONLY names the one frame body to
+          damage, e.g. batch)
 """
 import os
+import random
 import sys
 import time
 
@@ -37,6 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "sdk-python", "wallaroo", "_pb"))
 import pynng  # noqa: E402
 import wallaroo_pb2 as pb  # noqa: E402
+from rawrunner import mutate, runner_start  # noqa: E402
 
 STATE = os.environ.get("WL_STATE", ".")
 FAULT = os.environ.get("WL_FAULT", "none")
@@ -83,7 +90,14 @@ class Conn:
         hello.hello.pid = os.getpid()
         if os.environ.get("WL_2PC") == "1":
             hello.hello.capabilities.append("2pc")
+        self.rng = None
         self.send(hello)
+        if FAULT == "mutate":
+            self.rng = random.Random("%s/%d/%d" % (
+                os.environ.get("WL_MUTATE_SEED", "1"), role,
+                runner_start(os.path.join(STATE, "start-%d" % role))))
+            self.mutate_p = float(os.environ.get("WL_MUTATE_P", "0.03"))
+            self.mutate_only = os.environ.get("WL_MUTATE_ONLY")
         f = self.recv(10.0)
         if f is None or f.WhichOneof("body") != "welcome":
             what = f.refuse.message if f is not None and f.WhichOneof("body") == "refuse" else f
@@ -92,7 +106,11 @@ class Conn:
         self.welcome = f.welcome
 
     def send(self, frame):
-        self.sock.send(frame.SerializeToString())
+        data = frame.SerializeToString()
+        if self.rng is not None and self.rng.random() < self.mutate_p and \
+                self.mutate_only in (None, frame.WhichOneof("body")):
+            data = mutate(self.rng, data)
+        self.sock.send(data)
 
     def recv(self, timeout=0.1):
         """The next frame, answering heartbeats; None on timeout."""

@@ -5,7 +5,13 @@ It serves a few step functions and can misbehave once, on purpose, to test
 the engine's supervision. Environment:
 
   WL_FAULT          none | crash | hang | garbage | oversize | badreply |
-                    badstate | batcherror | silent_hb
+                    badstate | batcherror | silent_hb | mutate
+  WL_MUTATE_SEED    mutate: damage replies at random (bit flips, cut,
+                    spliced, overwritten or added bytes), each with
+                    probability WL_MUTATE_P (default 0.2), from this seed,
+                    the instance and how many runners started before this
+                    one (counted with files WL_FAULT_MARKER.<n>), so that a
+                    replacement does not repeat its predecessor's damage
   WL_FAULT_MARKER   a file: the fault happens only if it does not exist
                     yet (the runner creates it), so that the replacement
                     runner behaves; "always" as the value means every time.
@@ -18,6 +24,7 @@ emits b"key:count"), first-word (key_by: the payload up to the first
 space), fail-bad (stateless: payload b"bad" raises a per-event error).
 """
 import os
+import random
 import sys
 import time
 
@@ -41,6 +48,42 @@ def fault_now(batches_seen):
         except FileExistsError:
             return None
     return fault
+
+
+def runner_start(prefix):
+    """How many runners had started before this one: the first n for which
+    this one creates ``prefix.<n>``."""
+    n = 0
+    while True:
+        try:
+            os.close(os.open("%s.%d" % (prefix, n), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return n
+        except FileExistsError:
+            n += 1
+
+
+def mutate(rng, data):
+    """``data`` damaged by one to three random edits."""
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        op = rng.randrange(6)
+        i = rng.randrange(len(b) + 1)
+        if op == 0 and b:  # flip a bit
+            i = rng.randrange(len(b))
+            b[i] ^= 1 << rng.randrange(8)
+        elif op == 1:  # cut
+            del b[i:]
+        elif op == 2 and b:  # overwrite a byte (0xff makes long varints)
+            i = rng.randrange(len(b))
+            b[i] = rng.choice((0, 0x7f, 0x80, 0xff, rng.randrange(256)))
+        elif op == 3:  # repeat a slice (a field twice, a length over its end)
+            j = rng.randrange(i, len(b) + 1)
+            b[j:j] = b[i:j]
+        elif op == 4:  # remove a slice
+            del b[i:i + rng.randint(1, 8)]
+        else:  # insert random bytes
+            b[i:i] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+    return bytes(b)
 
 
 def serve_batch(steps, batch):
@@ -92,6 +135,12 @@ def main():
     sock.send(hello.SerializeToString())
     steps = {}
     batches = 0
+    rng = None
+    if os.environ.get("WL_FAULT") == "mutate":
+        rng = random.Random("%s/%s/%d" % (os.environ.get("WL_MUTATE_SEED", "1"),
+                                          os.environ["WALLAROO_INSTANCE"],
+                                          runner_start(os.environ["WL_FAULT_MARKER"])))
+        mutate_p = float(os.environ.get("WL_MUTATE_P", "0.2"))
     while True:
         try:
             data = sock.recv()
@@ -148,7 +197,10 @@ def main():
                 st.key = b"a key that is not in the batch"
                 st.value = b"1"
                 st.present = True
-            sock.send(reply.SerializeToString())
+            data = reply.SerializeToString()
+            if rng is not None and rng.random() < mutate_p:
+                data = mutate(rng, data)
+            sock.send(data)
             if announce:
                 # On the engine's stderr (a runner's output goes there):
                 # a test can wait for work done after a given moment.

@@ -159,3 +159,27 @@ def test_event_too_large_for_a_message_fails_alone_with_a_clear_error(engine, tm
     assert sorted((tmp_path / "out.txt").read_text().split()) == ["small:1", "small:2"]
     assert e.summary()["step=cnt"]["errors"] == "1"
     assert e.count("SUP-CRASH") == 0
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_runner_sending_damaged_replies_never_takes_the_engine_down(engine, tmp_path, seed):
+    """One reply in 33 arrives damaged at random (a seeded mutation of
+    the real reply: bits flipped, cut short, bytes spliced in or out). The
+    engine refuses each one it cannot use, naming the runner, replaces the
+    runner and sends the batch again; it never crashes and accounts for
+    every input. (A damaged reply can still be a valid one with other
+    content, so exact outputs are not asserted here.)"""
+    expected = write_input(tmp_path, n=3000)
+    # Small batches: about 400 replies, about a dozen damaged.
+    limits = FAST_LIMITS.replace("limits: {", "limits: {batch_max_events: 16, ")
+    e = engine(counting_topology(raw_program(
+        WL_FAULT="mutate", WL_MUTATE_SEED=seed, WL_MUTATE_P=0.03,
+        WL_FAULT_MARKER=str(tmp_path / "start")),
+        limits))
+    assert e.wait(120) == 0, e.log()
+    refused = e.count(r"RUN-(GARBAGE|PROTO) runner raw/\d")
+    assert refused >= 1, e.log()
+    assert e.count(r"SUP-RESTART runner raw/\d") >= 1
+    s = e.summary()
+    assert s["application"]["events_in"] == str(sum(expected.values()))
+    assert (tmp_path / "out.txt").read_bytes().count(b"\n") >= sum(expected.values()) // 2
