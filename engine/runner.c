@@ -445,6 +445,12 @@ on_frame(wl_runner *r, const wl_frame *f)
 			if (r->hooks.frame(r->arg, r, f, &code, msg,
 			    sizeof(msg)) != WL_OK)
 				drop(r, code, "PROTO", msg, true);
+			else if (f->body_case ==
+			    WALLAROO__V1__FRAME__BODY_BATCH)
+				/* A source whose batch was accepted is doing
+				 * its work, like a runner that replied: its
+				 * next crash starts the backoff over. */
+				r->fails = 0;
 			return;
 		}
 		break;

@@ -433,3 +433,14 @@ def test_a_sink_sending_damaged_answers_gets_every_output_at_least_once(engine, 
     assert e.count(r"CONN-(GARBAGE|PROTO) sink out/0 pid \d+: ") >= 1, e.log()
     assert set(out_lines(tmp_path / "out.txt")) >= set(want_sink(3000))
 
+
+def test_a_source_that_crashes_after_doing_work_restarts_without_a_growing_backoff(
+        engine, tmp_path):
+    """Every incarnation crashes after 500 events; each got batches accepted,
+    so each crash counts as the first in a row (100 ms), not the sixth."""
+    e = engine(source_topology(tmp_path, WL_COUNT=3000, WL_FAULT="crash:500",
+                               WL_FAULT_MARKER="always"))
+    assert e.wait(60) == 0, e.log()
+    assert e.count(r"SUP-RESTART source in/0 restarts in 100 ms \(failure 1 in a row\)") >= 3, \
+        e.log()
+    check_exactly_once(tmp_path / "out.txt", 1, 3000)
