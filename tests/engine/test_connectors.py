@@ -422,13 +422,13 @@ def test_a_source_sending_damaged_frames_never_takes_the_engine_down(engine, tmp
     e.wait_for(r"SUP-RESTART source in/0 restarts")
 
 
-@pytest.mark.parametrize("seed", range(1, 6))
+@pytest.mark.parametrize("seed", range(1, 4))
 def test_a_sink_sending_damaged_answers_gets_every_output_at_least_once(engine, tmp_path, seed):
     """The sink writes every batch, then some of its answers arrive damaged.
     The engine drops the connection on each one it cannot use, naming the
     sink, and sends again what was not answered: nothing is lost."""
     e = engine(sink_topology(tmp_path, lines=3000, WL_FAULT="mutate", WL_MUTATE_SEED=seed,
-                             WL_MUTATE_P=0.1))
+                             WL_MUTATE_P=0.2))
     assert e.wait(120) == 0, e.log()
     assert e.count(r"CONN-(GARBAGE|PROTO) sink out/0 pid \d+: ") >= 1, e.log()
     assert set(out_lines(tmp_path / "out.txt")) >= set(want_sink(3000))
