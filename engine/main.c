@@ -2,6 +2,7 @@
  * main.c -- the wallaroo-engine command line.
  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,28 @@ usage(FILE *f)
 	    "\n"
 	    "Exit codes: 0 done and drained, 1 runtime failure, 2 bad command line,\n"
 	    "3 invalid topology.\n");
+}
+
+/*
+ * Loads FILE into *t (the caller frees it), logging why not: the topology
+ * code prints the problems in the file, this says what became of it. Out
+ * of memory has no such lines, so it is named here.
+ */
+static bool
+load(wl_topology **t, const char *file)
+{
+	wl_err rv = wl_topology_load(t, file, stderr);
+
+	if (rv == WL_OK) {
+		return (true);
+	}
+	if (rv == WL_ERR_NOMEM) {
+		wl_log("TOPO-ERROR", "out of memory while loading %s", file);
+	} else {
+		wl_log("TOPO-ERROR", "%s is invalid (see the lines above)",
+		    file);
+	}
+	return (false);
 }
 
 int
@@ -100,17 +123,14 @@ main(int argc, char **argv)
 	}
 	wl_log_set_name(eo.name);
 	if (check != NULL) {
-		if (wl_topology_load(&t, check, stderr) != WL_OK) {
-			wl_log("TOPO-ERROR", "%s is invalid (see the lines above)",
-			    check);
+		if (!load(&t, check)) {
 			return WL_EXIT_CONFIG;
 		}
 		wl_topology_print(t, stdout);
 		wl_topology_free(t);
 		return WL_EXIT_OK;
 	}
-	if (wl_topology_load(&t, topo, stderr) != WL_OK) {
-		wl_log("TOPO-ERROR", "%s is invalid (see the lines above)", topo);
+	if (!load(&t, topo)) {
 		return WL_EXIT_CONFIG;
 	}
 	rc = wl_engine_run(t, &eo);

@@ -38,6 +38,13 @@
 /* The characters allowed in names, as told to the user. */
 #define NAME_CHARS "letters, digits, '_', '.' and '-'"
 
+/*
+ * Largest topology file read. Real ones are a few KB; without a cap a path
+ * like /dev/zero or a log file named by mistake would be read until memory
+ * runs out.
+ */
+#define MAX_FILE_BYTES (16u << 20)
+
 typedef struct {
 	int line;
 	int col;
@@ -1874,6 +1881,15 @@ wl_topology_load(wl_topology **out, const char *file, FILE *errs)
 				return (WL_ERR_NOMEM);
 			}
 			text = p;
+		}
+		if (len > MAX_FILE_BYTES) {
+			if (errs != NULL) {
+				fprintf(errs, "%s: larger than %u MiB: not a "
+				    "topology file\n", file, MAX_FILE_BYTES >> 20);
+			}
+			free(text);
+			fclose(f);
+			return (WL_ERR_CONFIG);
 		}
 		n = fread(text + len, 1, cap - len, f);
 		len += n;

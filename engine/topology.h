@@ -122,7 +122,8 @@ typedef struct {
  * with wl_topology_free(). When the content is invalid returns
  * WL_ERR_CONFIG and prints one line per problem to `errs` as
  * "file:line:col: message" (all problems found, not just the first); an
- * unreadable file is WL_ERR_IO ("file: reason"), and WL_ERR_NOMEM is out of
+ * unreadable file is WL_ERR_IO ("file: reason"), a file over 16 MiB is
+ * WL_ERR_CONFIG ("file: larger than 16 MiB..."), and WL_ERR_NOMEM is out of
  * memory. On failure *out is left untouched.
  */
 wl_err wl_topology_load(wl_topology **out, const char *file, FILE *errs);

@@ -16,6 +16,14 @@
 
 #define CORE_TAG "tag:yaml.org,2002:"
 
+/*
+ * Deepest nesting of sequences and maps accepted. A topology needs five
+ * levels; the cap is there because libyaml's scanner takes time quadratic
+ * in the depth of open flow collections ("[[[[..." of 100 KB takes it 20
+ * seconds), so a broken or hostile file is refused at once instead.
+ */
+#define MAX_DEPTH 64
+
 /* A node as the builder sees it: the public part, and room to grow. */
 typedef struct {
 	wl_yamlnode n;      /* first, so that a wl_yamlnode * is a tnode * */
@@ -331,6 +339,12 @@ tree_build(wl_yamltree *t)
 						stack = s;
 						cap   = nc;
 					}
+				}
+				if (ok && depth == MAX_DEPTH) {
+					yreport(t, &n->n,
+					    "nested more than %d levels deep",
+					    MAX_DEPTH);
+					ok = false;
 				}
 				if (ok) {
 					stack[depth++] = n;

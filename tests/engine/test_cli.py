@@ -59,6 +59,20 @@ def test_running_a_bad_topology_starts_nothing_and_exits_3(tmp_path):
     assert "SUP-SPAWN" not in r.stderr and "READY" not in r.stderr
 
 
+@pytest.mark.parametrize("kind", ["big-file", "endless"])
+def test_a_file_too_large_for_a_topology_is_refused_without_reading_it_all(tmp_path, kind):
+    if kind == "big-file":
+        path = tmp_path / "huge.yaml"
+        with open(path, "w") as f:
+            f.write("application: x\n# " + "x" * (17 << 20) + "\n")
+        path = str(path)
+    else:
+        path = "/dev/zero"  # never ends: read whole, it would take all memory
+    r = run("--check-config", path)
+    assert r.returncode == 3
+    assert path + ": larger than 16 MiB: not a topology file" in r.stderr
+
+
 def test_missing_topology_file_is_named():
     r = run("--check-config", "/nonexistent/topology.yaml")
     assert r.returncode == 3
