@@ -36,6 +36,10 @@
 #define RBUF_SIZE (64u * 1024u)
 #define READS_PER_WAKE 2      /* bounded, so a busy peer shares the loop */
 #define IOV_MSGS 64           /* messages per sendmsg */
+/* Seconds without accepting after accept() failed for want of descriptors
+ * or memory: retrying at once would spin, since the connection waiting in
+ * the backlog keeps the socket readable. */
+#define ACCEPT_RETRY_S 1.0
 
 typedef enum {
 	PEER_NONE = 0,  /* listening, nobody connected */
@@ -54,6 +58,7 @@ struct wl_ipclink {
 	ev_io rio;
 	ev_io wio;                /* started only while output waits */
 	ev_timer timer;           /* hello deadline, or the drop delay */
+	ev_timer accept_retry;    /* accepting stopped after a failure */
 	bool failed;              /* a send failed: the read side tears down */
 	bool busy_logged;         /* one line per pairing for refused peers */
 	uint8_t hello_in[HELLO_LEN];
@@ -467,6 +472,15 @@ timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 static void
+accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	wl_ipclink *l = w->data;
+
+	(void)revents;
+	ev_io_start(loop, &l->accept_io);
+}
+
+static void
 accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	static const uint8_t hello[HELLO_LEN] = { 0, 'S', 'P', 0, 0,
@@ -481,10 +495,17 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		if (fd < 0) {
 			if (errno == EINTR)
 				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK &&
-			    errno != ECONNABORTED)
-				wl_log("LINK-ERROR", "%s: accept: %s", l->url,
-				    strerror(errno));
+			if (errno == EAGAIN || errno == EWOULDBLOCK ||
+			    errno == ECONNABORTED)
+				return;
+			wl_log("LINK-ERROR", "%s: accept: %s; accepting "
+			    "again in %.0f s", l->url, strerror(errno),
+			    ACCEPT_RETRY_S);
+			ev_io_stop(l->loop, &l->accept_io);
+			/* Set each time: a stopped timer keeps what was left of its
+			 * last run, which after it fired is nothing. */
+			ev_timer_set(&l->accept_retry, ACCEPT_RETRY_S, 0.);
+			ev_timer_start(l->loop, &l->accept_retry);
 			return;
 		}
 		if (l->fd >= 0) {
@@ -585,7 +606,9 @@ wl_ipclink_listen(wl_ipclink **out, struct ev_loop *loop, const char *url,
 	ev_io_init(&l->rio, read_cb, -1, EV_READ);
 	ev_io_init(&l->wio, write_cb, -1, EV_WRITE);
 	ev_timer_init(&l->timer, timer_cb, 0., 0.);
+	ev_timer_init(&l->accept_retry, accept_retry_cb, ACCEPT_RETRY_S, 0.);
 	l->accept_io.data = l->rio.data = l->wio.data = l->timer.data = l;
+	l->accept_retry.data = l;
 	ev_io_start(loop, &l->accept_io);
 	*out = l;
 	return WL_OK;
@@ -644,6 +667,7 @@ link_free(wl_ipclink *l)
 	ev_io_stop(l->loop, &l->rio);
 	ev_io_stop(l->loop, &l->wio);
 	ev_timer_stop(l->loop, &l->timer);
+	ev_timer_stop(l->loop, &l->accept_retry);
 	if (l->fd >= 0)
 		close(l->fd);
 	close(l->lfd);

@@ -30,6 +30,12 @@
  * events/s, against 2.5-2.8M with 32 KiB (docs/design.md). */
 #define READ_CHUNK (32 * 1024)
 
+/* Seconds a TCP source stops accepting after accept() failed for want of
+ * descriptors or memory, unless a connection closes first (which frees
+ * one). Retrying at once would spin: the refused connection stays in the
+ * listen backlog, so the socket stays readable. */
+#define ACCEPT_RETRY_S 1.0
+
 /* The life of a source. */
 typedef enum {
 	SS_NEW,      /* not started */
@@ -73,8 +79,10 @@ struct wl_source {
 	int fd;           /* file, or the listening socket */
 	ev_idle idle;     /* file: read while there is room */
 	ev_io lio;        /* tcp: accept */
+	ev_timer accept_retry; /* tcp: accepting stopped after a failure */
 	reader rd;        /* file */
 	conn *conns;
+	size_t nconns;
 	uint16_t port;
 	uint64_t events, bytes, errors;
 	uint64_t pauses;  /* times back pressure paused it */
@@ -310,8 +318,15 @@ conn_close(conn *c)
 			break;
 		}
 	}
+	s->nconns--;
 	free(c->rd.buf);
 	free(c);
+	/* A descriptor is free again: take the next connection now rather
+	 * than when the retry timer fires. */
+	if (ev_is_active(&s->accept_retry) && s->fd >= 0) {
+		ev_timer_stop(s->loop, &s->accept_retry);
+		ev_io_start(s->loop, &s->lio);
+	}
 }
 
 static void
@@ -359,6 +374,16 @@ conn_cb(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 static void
+accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	wl_source *s = w->data;
+
+	(void)revents;
+	if (s->fd >= 0)
+		ev_io_start(loop, &s->lio);
+}
+
+static void
 accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	wl_source *s = w->data;
@@ -371,8 +396,22 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	(void)revents;
 	fd = accept4(s->fd, (struct sockaddr *)&sa, &sl,
 	    SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0)
+	if (fd < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK ||
+		    errno == EINTR || errno == ECONNABORTED)
+			return;
+		/* EMFILE, ENFILE, ENOBUFS, ENOMEM: nothing to do but wait. */
+		wl_log("SRC-ERROR", "source '%s': cannot accept a connection "
+		    "(%zu open): %s; accepting again in %.0f s or when one "
+		    "closes", s->def->name, s->nconns, strerror(errno),
+		    ACCEPT_RETRY_S);
+		ev_io_stop(loop, &s->lio);
+		/* Set each time: a stopped timer keeps what was left of its
+		 * last run, which after it fired is nothing. */
+		ev_timer_set(&s->accept_retry, ACCEPT_RETRY_S, 0.);
+		ev_timer_start(loop, &s->accept_retry);
 		return;
+	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL || reader_init(&c->rd, s->def->max_frame_bytes) != 0) {
 		wl_log("SRC-ERROR", "source '%s': out of memory accepting a "
@@ -381,6 +420,7 @@ accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		close(fd);
 		return;
 	}
+	s->nconns++;
 	getnameinfo((struct sockaddr *)&sa, sl, host, sizeof(host), port,
 	    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
 	snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
@@ -420,6 +460,8 @@ wl_source_new(wl_source **out, struct ev_loop *loop, const wl_io *def,
 	s->idle.data = s;
 	ev_init(&s->lio, accept_cb);
 	s->lio.data = s;
+	ev_timer_init(&s->accept_retry, accept_retry_cb, ACCEPT_RETRY_S, 0.);
+	s->accept_retry.data = s;
 	*out = s;
 	return WL_OK;
 }
@@ -568,6 +610,7 @@ wl_source_stop(wl_source *s)
 		return;
 	if (s->def->type == WL_IO_TCP) {
 		ev_io_stop(s->loop, &s->lio);
+		ev_timer_stop(s->loop, &s->accept_retry);
 		if (s->fd >= 0)
 			close(s->fd);
 		s->fd = -1;
@@ -634,6 +677,7 @@ wl_source_free(wl_source *s)
 		return;
 	ev_idle_stop(s->loop, &s->idle);
 	ev_io_stop(s->loop, &s->lio);
+	ev_timer_stop(s->loop, &s->accept_retry);
 	while (s->conns)
 		conn_close(s->conns);
 	if (s->fd >= 0)

@@ -3,6 +3,7 @@ wallaroo-engine binary with real runner processes, and wait on the lines
 it prints (READY, tags), never on sleeps."""
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -26,14 +27,19 @@ def engine_binary():
 class Engine:
     """A running wallaroo-engine, its stderr collected line by line."""
 
-    def __init__(self, args, cwd, group=False):
+    def __init__(self, args, cwd, group=False, nofile=None):
         self.lines = []
         self.cond = threading.Condition()
         # group: the engine leads its own process group, so that a crash of
         # the whole machine (engine and children) can be simulated.
+        # nofile: the engine's limit on open descriptors (RLIMIT_NOFILE).
+        limit = None
+        if nofile is not None:
+            limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.proc = subprocess.Popen(
             [engine_binary()] + args, cwd=cwd, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, start_new_session=group)
+            stderr=subprocess.PIPE, text=True, start_new_session=group,
+            preexec_fn=limit)
         self.group = group
         self.stdout = ""
         self._out = []
@@ -153,11 +159,11 @@ def engine(tmp_path):
     directory and starts the engine on it."""
     started = []
 
-    def start(topology, *extra, group=False):
+    def start(topology, *extra, group=False, nofile=None):
         path = tmp_path / "topology.yaml"
         path.write_text(topology)
         e = Engine(["--topology", str(path)] + list(extra), cwd=str(tmp_path),
-                   group=group)
+                   group=group, nofile=nofile)
         started.append(e)
         return e
 

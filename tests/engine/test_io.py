@@ -67,6 +67,29 @@ def test_oversized_tcp_frame_closes_only_that_connection(engine, tmp_path):
     assert e.summary()["source=in"]["errors"] == "1"
 
 
+def test_tcp_source_out_of_descriptors_names_it_and_takes_every_client_later(engine, tmp_path):
+    # The engine may open 64 descriptors: 100 clients cannot all be
+    # accepted. Accepting must stop with a line saying why (retrying at
+    # once would spin: the waiting connection keeps the socket readable),
+    # and resume as clients leave, so that every client's data arrives.
+    e = engine(tcp_upper_topology(), nofile=64)
+    port = listen_port(e)
+    e.wait_for("READY")
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+    e.wait_for(r"SRC-ERROR source 'in': cannot accept a connection \(\d+ open\): "
+               r"Too many open files; accepting again in 1 s or when one closes")
+    for i, c in enumerate(clients):
+        c.sendall(frame(b"client %d" % i))
+        c.close()
+    e.wait_count(r"SRC-CLOSE source 'in' peer 127.0.0.1:\d+ closed after 1 events", 100)
+    e.terminate()
+    assert e.wait() == 0
+    assert sorted(read_frames((tmp_path / "out.bin").read_bytes())) == \
+        sorted(b"CLIENT %d" % i for i in range(100))
+    # One line per refusal, not one per turn of the loop.
+    assert e.count("cannot accept a connection") < 50
+
+
 def test_tcp_client_closing_inside_a_frame_is_reported(engine, tmp_path):
     e = engine(tcp_upper_topology())
     port = listen_port(e)
