@@ -74,7 +74,14 @@ struct wl_sink {
 		uint64_t len;
 	} cur, sealed;
 	uint64_t pub_seq;            /* copied, kept until the file is synced */
+	/* File sinks: since when writes fail (0: they do not), and when that
+	 * was last logged. */
+	ev_tstamp failing_since, failure_logged;
 };
+
+/* Seconds between repeats of a write failure's log line: often enough to
+ * be seen, rarely enough not to fill the disk the logs are on. */
+#define FAILURE_LOG_EVERY 10.0
 
 /* Releases the origins whose bytes are all written. */
 static void
@@ -504,9 +511,33 @@ wl_sink_open(wl_sink **out, struct ev_loop *loop, const wl_io *def,
 }
 
 static void
+write_failed(wl_sink *s)
+{
+	ev_tstamp now = ev_now(s->loop);
+
+	if (s->failing_since > 0 &&
+	    now - s->failure_logged < FAILURE_LOG_EVERY)
+		return;
+	if (s->failing_since == 0)
+		s->failing_since = now;
+	s->failure_logged = now;
+	if (now > s->failing_since)
+		wl_log("SINK-ERROR", "sink '%s': write %s%s: %s (%zu bytes "
+		    "held; failing for %.0f s)", s->def->name, s->def->path,
+		    s->staged ? " (its stage file)" : "", strerror(errno),
+		    s->len, now - s->failing_since);
+	else
+		wl_log("SINK-ERROR", "sink '%s': write %s%s: %s (%zu bytes "
+		    "held; trying again until it works)", s->def->name,
+		    s->def->path, s->staged ? " (its stage file)" : "",
+		    strerror(errno), s->len);
+}
+
+static void
 file_write(wl_sink *s)
 {
 	size_t off = 0;
+	bool failed = false;
 
 	int fd = s->staged ? stage_fd(s) : s->fd;
 
@@ -516,14 +547,21 @@ file_write(wl_sink *s)
 			if (errno == EINTR)
 				continue;
 			/* A full disk must not pass silently: the bytes stay
-			 * buffered (back pressure holds the sources) and the
-			 * error is logged on every attempt. */
-			wl_log("SINK-ERROR", "sink '%s': write %s%s: %s",
-			    s->def->name, s->def->path, s->staged ?
-			    " (its stage file)" : "", strerror(errno));
+			 * buffered (back pressure holds the sources), the
+			 * write is tried again on every turn of the loop, and
+			 * the error is logged at once, then every
+			 * FAILURE_LOG_EVERY seconds while it lasts. */
+			write_failed(s);
+			failed = true;
 			break;
 		}
 		off += (size_t)n;
+	}
+	if (!failed && off > 0 && s->failing_since > 0) {
+		wl_log("SINK-RESUMED", "sink '%s': writing %s again after "
+		    "%.0f s", s->def->name, s->def->path,
+		    ev_now(s->loop) - s->failing_since);
+		s->failing_since = 0;
 	}
 	if (s->staged)
 		s->cur.len += off;
