@@ -91,6 +91,39 @@ def test_tcp_source_out_of_descriptors_names_it_and_takes_every_client_later(eng
     assert e.count("cannot accept a connection") < 50
 
 
+def test_a_runner_restarted_while_the_engine_is_out_of_descriptors_gets_every_event(engine, tmp_path):
+    # The runner crashes on its first batch while 100 clients hold every
+    # descriptor the engine may open. Its replacement cannot get going
+    # until clients leave: either the new link cannot listen (the restart
+    # backs off and tries again) or its listener cannot accept the
+    # runner's connection (it tries again a second later), depending on
+    # who takes the crashed runner's descriptor. Nothing may be lost.
+    topology = ("application: tcp\nprograms:\n" +
+                raw_program(instances=1, WL_FAULT="crash", WL_FAULT_MARKER=str(tmp_path / "crashed")) +
+                "sources:\n  in: {type: tcp, listen: '127.0.0.1:0'}\n"
+                "steps:\n  up: {kind: stateless, program: raw, function: upper, inputs: [in]}\n"
+                "sinks:\n  out: {type: file, path: out.bin, framing: length, inputs: [up]}\n")
+    e = engine(topology, nofile=64)
+    port = listen_port(e)
+    e.wait_for("READY")
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+    e.wait_for(r"SRC-ERROR source 'in': cannot accept a connection")
+    clients[0].sendall(frame(b"first"))
+    e.wait_for(r"SUP-CRASH runner raw/0")
+    e.wait_for(r"LINK-ERROR ipc://\S+: (accept: Too many open files; accepting again in 1 s"
+               r"|cannot listen: Too many open files)")
+    for i, c in enumerate(clients):
+        c.sendall(frame(b"client %d" % i))
+        c.close()
+    e.wait_count(r"SRC-CLOSE source 'in' peer 127.0.0.1:\d+ closed after", 100)
+    e.terminate()
+    assert e.wait() == 0
+    out = read_frames((tmp_path / "out.bin").read_bytes())
+    assert sorted(out) == sorted([b"FIRST"] + [b"CLIENT %d" % i for i in range(100)])
+    assert e.count(r"RUN-READY runner raw/0") == 2
+    assert e.count(r"LINK-ERROR ") < 20, e.log()
+
+
 def test_a_sink_that_cannot_write_says_so_once_and_keeps_the_data(engine, tmp_path):
     # /dev/full refuses every write (ENOSPC), as a full disk does. The
     # bytes must stay held and be retried; the failure is logged once, then
