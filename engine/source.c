@@ -49,6 +49,10 @@ typedef struct conn conn;
 typedef struct {
 	uint8_t *buf;
 	size_t start, end, cap;
+	/* The most the buffer grows to: a chunk beside the largest frame.
+	 * It starts at two chunks, so that a connection of small frames does
+	 * not hold max_frame_bytes (8 MiB by default) for its whole life. */
+	size_t max_cap;
 	uint32_t stream_id;
 	uint64_t next_id;
 	uint64_t offset;   /* bytes consumed so far, for error messages */
@@ -113,7 +117,8 @@ wall_us(void)
 static int
 reader_init(reader *rd, size_t max_frame)
 {
-	rd->cap = READ_CHUNK + max_frame + 8;
+	rd->max_cap = READ_CHUNK + max_frame + 8;
+	rd->cap = rd->max_cap < 2 * READ_CHUNK ? rd->max_cap : 2 * READ_CHUNK;
 	rd->buf = malloc(rd->cap);
 	rd->start = rd->end = 0;
 	rd->next_id = 1;
@@ -205,26 +210,36 @@ parse(wl_source *s, reader *rd, const char *where)
 	return 0;
 }
 
-/* Makes room for READ_CHUNK more bytes. */
-static void
-reader_compact(reader *rd)
+/*
+ * Makes room for the next read and returns its size: one chunk at most,
+ * never the whole buffer (which may hold 8 MiB, and reading all of it at
+ * once would bring in a whole file before back pressure, checked after
+ * each read, could pause the source). Unparsed bytes move to the front;
+ * when a partial frame still leaves less than a chunk, the buffer grows
+ * (doubling, up to max_cap, where a chunk always fits beside the largest
+ * frame parse() accepts). Returns 0 only when growing failed for want of
+ * memory and nothing fits.
+ */
+static size_t
+reader_room(reader *rd)
 {
+	size_t room;
+
 	if (rd->start > 0 && rd->cap - rd->end < READ_CHUNK) {
 		memmove(rd->buf, rd->buf + rd->start, rd->end - rd->start);
 		rd->end -= rd->start;
 		rd->start = 0;
 	}
-}
+	if (rd->cap - rd->end < READ_CHUNK && rd->cap < rd->max_cap) {
+		size_t nc = rd->cap * 2 < rd->max_cap ? rd->cap * 2 : rd->max_cap;
+		uint8_t *nb = realloc(rd->buf, nc);
 
-/* Bytes to read next: one chunk, never the whole buffer. The buffer is
- * sized for the largest frame, and reading all of it at once (8 MiB by
- * default) would bring in a whole file before back pressure, checked
- * after each read, could pause the source. */
-static size_t
-read_room(const reader *rd)
-{
-	size_t room = rd->cap - rd->end;
-
+		if (nb != NULL) {
+			rd->buf = nb;
+			rd->cap = nc;
+		}
+	}
+	room = rd->cap - rd->end;
 	return room < READ_CHUNK ? room : READ_CHUNK;
 }
 
@@ -270,12 +285,19 @@ file_cb(struct ev_loop *loop, ev_idle *w, int revents)
 {
 	wl_source *s = w->data;
 	reader *rd = &s->rd;
+	size_t room;
 	ssize_t n;
 
 	(void)loop;
 	(void)revents;
-	reader_compact(rd);
-	n = read(s->fd, rd->buf + rd->end, read_room(rd));
+	if ((room = reader_room(rd)) == 0) {
+		wl_log("SRC-ERROR", "source '%s': out of memory for a frame "
+		    "of %s", s->def->name, s->def->path);
+		s->errors++;
+		end_source(s);
+		return;
+	}
+	n = read(s->fd, rd->buf + rd->end, room);
 	if (n < 0) {
 		if (errno == EINTR)
 			return;
@@ -335,12 +357,19 @@ conn_cb(struct ev_loop *loop, ev_io *w, int revents)
 	conn *c = w->data;
 	wl_source *s = c->src;
 	reader *rd = &c->rd;
+	size_t room;
 	ssize_t n;
 
 	(void)loop;
 	(void)revents;
-	reader_compact(rd);
-	n = read(c->fd, rd->buf + rd->end, read_room(rd));
+	if ((room = reader_room(rd)) == 0) {
+		wl_log("SRC-ERROR", "source '%s' peer %s: out of memory for a "
+		    "frame; closing the connection", s->def->name, c->peer);
+		s->errors++;
+		conn_close(c);
+		return;
+	}
+	n = read(c->fd, rd->buf + rd->end, room);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n <= 0) {

@@ -57,6 +57,7 @@ typedef struct {
 	uint64_t message_id;
 	char payload[64];
 	uint32_t plen;
+	uint64_t sum;    /* of the whole payload: see payload_sum() */
 } seen;
 
 /* What the hooks saw. */
@@ -67,6 +68,17 @@ typedef struct {
 	int ended;
 	int ended_source;
 } rec;
+
+/* A checksum that also depends on each byte's place. */
+static uint64_t
+payload_sum(const uint8_t *p, size_t n)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 1099511628211ull;
+	return h;
+}
 
 static void
 on_event(void *arg, int source, wl_event *e)
@@ -83,6 +95,7 @@ on_event(void *arg, int source, wl_event *e)
 	s->stream_id = e->stream_id;
 	s->message_id = e->message_id;
 	s->plen = e->plen;
+	s->sum = payload_sum(e->payload, e->plen);
 	memcpy(s->payload, e->payload, e->plen < 63 ? e->plen : 63);
 	s->payload[e->plen < 63 ? e->plen : 63] = '\0';
 	wl_event_free(e);
@@ -278,6 +291,74 @@ test_files(struct ev_loop *loop)
 	rec_reset(&r);
 }
 
+/* Fills p with n bytes that differ from frame to frame, never '\n'. */
+static void
+fill(uint8_t *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)('a' + (i * 7 + seed) % 26);
+}
+
+/*
+ * Frames far larger than the reader's first buffer (two 32 KiB chunks),
+ * up to the limit: the buffer grows for them, and every byte arrives.
+ */
+static void
+test_large_frames(struct ev_loop *loop)
+{
+	static const size_t sizes[] = { 10, 70000, 1u << 20, 5, 300000,
+	    (2u << 20) - 1, 3 };
+	enum { N = sizeof(sizes) / sizeof(sizes[0]) };
+	size_t total = 0, off = 0;
+	uint8_t *file, *p;
+	bool ok;
+	wl_source *s;
+	wl_io def;
+	rec r;
+
+	memset(&r, 0, sizeof(r));
+	for (int i = 0; i < N; i++)
+		total += sizes[i] + 4;
+	file = malloc(total);
+	for (int i = 0; i < N; i++) {
+		uint32_t be = htonl((uint32_t)sizes[i]);
+		memcpy(file + off, &be, 4);
+		fill(file + off + 4, sizes[i], (unsigned)i);
+		off += 4 + sizes[i];
+	}
+	def = file_def("large", write_file("large.bin", file, total),
+	    WL_FRAMING_LENGTH, 2u << 20);
+	s = run_file(loop, &def, 0, &r);
+	ok = s != NULL && r.n == N && wl_source_errors(s) == 0;
+	for (size_t i = 0, o = 4; ok && i < N; o += sizes[i] + 4, i++)
+		ok = r.ev[i].plen == sizes[i] &&
+		    r.ev[i].sum == payload_sum(file + o, sizes[i]);
+	TAP_OK(ok, "length frames of 10 B to 2 MiB (the limit) arrive whole "
+	    "and in order");
+	wl_source_free(s);
+	rec_reset(&r);
+
+	/* The same as lines: the payloads hold no '\n'. */
+	p = file;
+	for (int i = 0; i < N; i++) {
+		fill(p, sizes[i], (unsigned)i);
+		p[sizes[i]] = '\n';
+		p += sizes[i] + 1;
+	}
+	def = file_def("large-lines", write_file("large.txt", file,
+	    (size_t)(p - file)), WL_FRAMING_LINE, 2u << 20);
+	s = run_file(loop, &def, 0, &r);
+	ok = s != NULL && r.n == N && wl_source_errors(s) == 0;
+	p = file;
+	for (size_t i = 0; ok && i < N; p += sizes[i] + 1, i++)
+		ok = r.ev[i].plen == sizes[i] &&
+		    r.ev[i].sum == payload_sum(p, sizes[i]);
+	TAP_OK(ok, "so do lines of 10 B to 2 MiB");
+	wl_source_free(s);
+	rec_reset(&r);
+	free(file);
+}
+
 static void
 test_pressure(struct ev_loop *loop)
 {
@@ -461,6 +542,7 @@ main(void)
 	ev_timer_init(&tick, tick_cb, 0.01, 0.01);
 	ev_timer_start(loop, &tick);
 	test_files(loop);
+	test_large_frames(loop);
 	test_pressure(loop);
 	test_tcp(loop);
 	wl_source_free(NULL);
