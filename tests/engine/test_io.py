@@ -22,8 +22,8 @@ def read_frames(data):
     return out
 
 
-def tcp_upper_topology(extra_source=""):
-    return ("application: tcp\nprograms:\n" + raw_program(instances=2) +
+def tcp_upper_topology(extra_source="", instances=2, **runner_env):
+    return ("application: tcp\nprograms:\n" + raw_program(instances=instances, **runner_env) +
             "sources:\n  in: {type: tcp, listen: '127.0.0.1:0'%s}\n" % extra_source +
             "steps:\n  up: {kind: stateless, program: raw, function: upper, inputs: [in]}\n"
             "sinks:\n  out: {type: file, path: out.bin, framing: length, inputs: [up]}\n")
@@ -68,21 +68,34 @@ def test_oversized_tcp_frame_closes_only_that_connection(engine, tmp_path):
     assert e.summary()["source=in"]["errors"] == "1"
 
 
+def more_clients_than_descriptors(e):
+    """Connects 100 clients to the engine's source 'in' (started with
+    nofile=64) and waits until it says it cannot accept them all."""
+    port = listen_port(e)
+    e.wait_for("READY")
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
+    e.wait_for(r"SRC-ERROR source 'in': cannot accept a connection \(\d+ open\): "
+               r"Too many open files; accepting again in 1 s or when one closes")
+    return clients
+
+
+def each_client_sends_one_frame_and_leaves(e, clients):
+    """Client i sends b"client i" and closes; returns once the source has
+    closed every one of them."""
+    for i, c in enumerate(clients):
+        c.sendall(frame(b"client %d" % i))
+        c.close()
+    e.wait_count(r"SRC-CLOSE source 'in' peer 127.0.0.1:\d+ closed after", len(clients))
+
+
 def test_tcp_source_out_of_descriptors_names_it_and_takes_every_client_later(engine, tmp_path):
     # The engine may open 64 descriptors: 100 clients cannot all be
     # accepted. Accepting must stop with a line saying why (retrying at
     # once would spin: the waiting connection keeps the socket readable),
     # and resume as clients leave, so that every client's data arrives.
     e = engine(tcp_upper_topology(), nofile=64)
-    port = listen_port(e)
-    e.wait_for("READY")
-    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
-    e.wait_for(r"SRC-ERROR source 'in': cannot accept a connection \(\d+ open\): "
-               r"Too many open files; accepting again in 1 s or when one closes")
-    for i, c in enumerate(clients):
-        c.sendall(frame(b"client %d" % i))
-        c.close()
-    e.wait_count(r"SRC-CLOSE source 'in' peer 127.0.0.1:\d+ closed after 1 events", 100)
+    clients = more_clients_than_descriptors(e)
+    each_client_sends_one_frame_and_leaves(e, clients)
     e.terminate()
     assert e.wait() == 0
     assert sorted(read_frames((tmp_path / "out.bin").read_bytes())) == \
@@ -98,24 +111,14 @@ def test_a_runner_restarted_while_the_engine_is_out_of_descriptors_gets_every_ev
     # backs off and tries again) or its listener cannot accept the
     # runner's connection (it tries again a second later), depending on
     # who takes the crashed runner's descriptor. Nothing may be lost.
-    topology = ("application: tcp\nprograms:\n" +
-                raw_program(instances=1, WL_FAULT="crash", WL_FAULT_MARKER=str(tmp_path / "crashed")) +
-                "sources:\n  in: {type: tcp, listen: '127.0.0.1:0'}\n"
-                "steps:\n  up: {kind: stateless, program: raw, function: upper, inputs: [in]}\n"
-                "sinks:\n  out: {type: file, path: out.bin, framing: length, inputs: [up]}\n")
-    e = engine(topology, nofile=64)
-    port = listen_port(e)
-    e.wait_for("READY")
-    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(100)]
-    e.wait_for(r"SRC-ERROR source 'in': cannot accept a connection")
+    e = engine(tcp_upper_topology(instances=1, WL_FAULT="crash",
+                                  WL_FAULT_MARKER=str(tmp_path / "crashed")), nofile=64)
+    clients = more_clients_than_descriptors(e)
     clients[0].sendall(frame(b"first"))
     e.wait_for(r"SUP-CRASH runner raw/0")
     e.wait_for(r"LINK-ERROR ipc://\S+: (accept: Too many open files; accepting again in 1 s"
                r"|cannot listen: Too many open files)")
-    for i, c in enumerate(clients):
-        c.sendall(frame(b"client %d" % i))
-        c.close()
-    e.wait_count(r"SRC-CLOSE source 'in' peer 127.0.0.1:\d+ closed after", 100)
+    each_client_sends_one_frame_and_leaves(e, clients)
     e.terminate()
     assert e.wait() == 0
     out = read_frames((tmp_path / "out.bin").read_bytes())
