@@ -21,6 +21,7 @@
 #include <ev.h>
 
 #include "checkpoint.h"
+#include "clock.h"
 #include "csource.h"
 #include "flow.h"
 #include "link.h"
@@ -72,7 +73,7 @@ typedef struct {
 	wl_ckpt *ckpt;
 	ckpt_state ck;
 	double ck_interval;
-	double ck_last_cut;   /* ev_now of the last cut */
+	double ck_last_cut;   /* wl_clock_now() of the last cut */
 	uint64_t ck_id;       /* the checkpoint being closed or written */
 	bool ck_failed;       /* the last one failed: a new one is needed */
 	file_pos *ck_files;   /* per source, taken at the cut */
@@ -193,7 +194,7 @@ static void
 ckpt_cut(engine *g)
 {
 	g->ck_id = wl_flow_cut(g->flow);
-	g->ck_last_cut = ev_now(g->loop);
+	g->ck_last_cut = wl_clock_now();
 	g->ck_cut_at = mono();
 	for (size_t i = 0; i < g->t->nsources; i++) {
 		if (g->csources[i] != NULL)
@@ -285,7 +286,7 @@ ckpt_step(engine *g, bool cron)
 		if (!cron || g->state < ENG_RUNNING || g->state > ENG_DRAINING ||
 		    !ckpt_needed(g))
 			return;
-		if (ev_now(g->loop) - g->ck_last_cut >= g->ck_interval ||
+		if (wl_clock_now() - g->ck_last_cut >= g->ck_interval ||
 		    (g->state == ENG_DRAINING && !g->ck_failed &&
 		    wl_flow_pending_events(g->flow) == 0))
 			ckpt_cut(g);
@@ -419,7 +420,7 @@ ckpt_recover(engine *g, const wl_engine_opts *o)
 	g->ck = CK_OPEN;
 	g->ck_interval = o->checkpoint_interval > 0 ? o->checkpoint_interval :
 	    1.0;
-	g->ck_last_cut = ev_now(g->loop);
+	g->ck_last_cut = wl_clock_now();
 	return WL_EXIT_OK;
 }
 
@@ -489,11 +490,11 @@ cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	engine *g = w->data;
 
 	(void)revents;
-	wl_flow_tick(g->flow, ev_now(loop));
+	wl_flow_tick(g->flow, wl_clock_now());
 	ckpt_step(g, true);
 	for (size_t i = 0; i < g->t->nsources; i++)
 		if (g->csources[i] != NULL)
-			wl_csource_tick(g->csources[i], ev_now(loop));
+			wl_csource_tick(g->csources[i], wl_clock_now());
 }
 
 static void

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "ckptlog.h"
+#include "clock.h"
 #include "csink.h"
 #include "frame.h"
 #include "hash.h"
@@ -538,7 +539,7 @@ wl_flow_flush(wl_flow *f)
 		flush_slot(f, &f->slots[i]);
 	for (size_t i = 0; i < f->t->nsinks; i++) {
 		if (f->csinks[i] != NULL)
-			wl_csink_flush(f->csinks[i], ev_now(f->loop));
+			wl_csink_flush(f->csinks[i], wl_clock_now());
 		else
 			wl_sink_flush(f->sinks[i]);
 	}

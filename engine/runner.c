@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "link.h"
 #include "log.h"
 
@@ -95,7 +96,7 @@ static void
 set_state(wl_runner *r, runner_state s)
 {
 	r->state = s;
-	r->state_since = ev_now(r->loop);
+	r->state_since = wl_clock_now();
 }
 
 const char *
@@ -322,7 +323,7 @@ on_hello(wl_runner *r, const Wallaroo__V1__Hello *h)
 		set_state(r, RS_READY);
 		r->ever_ready = true;
 		r->said_goodbye = false;
-		r->last_reply = ev_now(r->loop);
+		r->last_reply = wl_clock_now();
 		wl_log("CONN-READY", "%s %s pid %d connected: %s", r->kind,
 		    r->name, (int)r->pid, h->program);
 		r->hooks.ready(r->arg, r);
@@ -353,7 +354,7 @@ on_frame(wl_runner *r, const wl_frame *f)
 		if (r->state == RS_ASSIGNING && r->role == WL_SLOT_RUNNER) {
 			set_state(r, RS_READY);
 			r->ever_ready = true;
-			r->last_reply = ev_now(r->loop);
+			r->last_reply = wl_clock_now();
 			wl_log("RUN-READY", "runner %s pid %d serves %zu step(s)",
 			    r->name, (int)r->pid, r->cfg.nsteps);
 			r->hooks.ready(r->arg, r);
@@ -377,7 +378,7 @@ on_frame(wl_runner *r, const wl_frame *f)
 			r->inflight_head = (r->inflight_head + 1) % MAX_TRACKED;
 			r->inflight--;
 			r->fails = 0;
-			r->last_reply = ev_now(r->loop);
+			r->last_reply = wl_clock_now();
 			return;
 		}
 		break;
@@ -425,7 +426,7 @@ on_frame(wl_runner *r, const wl_frame *f)
 				return; /* the hook dropped the connection */
 			r->inflight_head = (r->inflight_head + 1) % MAX_TRACKED;
 			r->inflight--;
-			r->last_reply = ev_now(r->loop);
+			r->last_reply = wl_clock_now();
 			return;
 		}
 		break;
@@ -476,7 +477,7 @@ link_recv(void *arg, nng_msg *m)
 	wl_frame *f;
 	char msg[120];
 
-	r->last_rx = ev_now(r->loop);
+	r->last_rx = wl_clock_now();
 	if (r->state == RS_KILLED || r->state == RS_STOPPED) {
 		nng_msg_free(m);
 		return;
@@ -504,7 +505,7 @@ link_event(void *arg, wl_link_event ev)
 
 	if (ev == WL_LINK_UP) {
 		if (r->accepted && r->state == RS_STARTING)
-			r->peer_up_at = ev_now(r->loop);
+			r->peer_up_at = wl_clock_now();
 		return;
 	}
 	if (r->state == RS_STOPPING) {
@@ -844,7 +845,7 @@ wl_runner_send_batch(wl_runner *r, nng_msg *m)
 		return WL_ERR_STATE;
 	}
 	r->sent_at[(r->inflight_head + r->inflight) % MAX_TRACKED] =
-	    ev_now(r->loop);
+	    wl_clock_now();
 	r->inflight++;
 	return wl_link_send(r->link, m);
 }
@@ -941,7 +942,7 @@ wl_runner_stop(wl_runner *r, ev_tstamp grace)
 		f.goodbye = &g;
 		send_frame(r, &f);
 		set_state(r, RS_STOPPING);
-		r->stop_deadline = ev_now(r->loop) + grace;
+		r->stop_deadline = wl_clock_now() + grace;
 		break;
 	default:
 		/* KILLED: the reaper sees stop_requested and stops. */

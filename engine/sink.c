@@ -30,9 +30,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define FLUSH_AT (256 * 1024)
@@ -76,7 +76,7 @@ struct wl_sink {
 	} cur, sealed;
 	uint64_t pub_seq;            /* copied, kept until the file is synced */
 	/* File sinks: since when writes fail (0: they do not), and when that
-	 * was last logged, in seconds of mono_s(). */
+	 * was last logged, in seconds of wl_clock_now(). */
 	double failing_since, failure_logged;
 };
 
@@ -511,21 +511,10 @@ wl_sink_open(wl_sink **out, struct ev_loop *loop, const wl_io *def,
 	return WL_OK;
 }
 
-/* Seconds on the monotonic clock: ev_now() follows the wall clock, which
- * may be set back or forward while a disk stays full. Never 0. */
-static double
-mono_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + 1.0;
-}
-
 static void
 write_failed(wl_sink *s)
 {
-	double now = mono_s();
+	double now = wl_clock_now();
 
 	if (s->failing_since > 0 &&
 	    now - s->failure_logged < FAILURE_LOG_EVERY)
@@ -572,7 +561,7 @@ file_write(wl_sink *s)
 	if (!failed && off > 0 && s->failing_since > 0) {
 		wl_log("SINK-RESUMED", "sink '%s': writing %s again after "
 		    "%.0f s", s->def->name, s->def->path,
-		    mono_s() - s->failing_since);
+		    wl_clock_now() - s->failing_since);
 		s->failing_since = 0;
 	}
 	if (s->staged)

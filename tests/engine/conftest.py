@@ -27,19 +27,20 @@ def engine_binary():
 class Engine:
     """A running wallaroo-engine, its stderr collected line by line."""
 
-    def __init__(self, args, cwd, group=False, nofile=None):
+    def __init__(self, args, cwd, group=False, nofile=None, env=None):
         self.lines = []
         self.cond = threading.Condition()
         # group: the engine leads its own process group, so that a crash of
         # the whole machine (engine and children) can be simulated.
         # nofile: the engine's limit on open descriptors (RLIMIT_NOFILE).
+        # env: variables added to the engine's environment.
         limit = None
         if nofile is not None:
             limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.proc = subprocess.Popen(
             [engine_binary()] + args, cwd=cwd, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, start_new_session=group,
-            preexec_fn=limit)
+            preexec_fn=limit, env=None if env is None else dict(os.environ, **env))
         self.group = group
         self.stdout = ""
         self._out = []
@@ -159,11 +160,11 @@ def engine(tmp_path):
     directory and starts the engine on it."""
     started = []
 
-    def start(topology, *extra, group=False, nofile=None):
+    def start(topology, *extra, group=False, nofile=None, env=None):
         path = tmp_path / "topology.yaml"
         path.write_text(topology)
         e = Engine(["--topology", str(path)] + list(extra), cwd=str(tmp_path),
-                   group=group, nofile=nofile)
+                   group=group, nofile=nofile, env=env)
         started.append(e)
         return e
 
