@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +42,7 @@ struct wl_ckpt {
 	wl_ckpt_done_fn done;
 	void *arg;
 	int fd;                 /* the log; -1 when it could not be opened */
+	int lockfd;             /* DIR/lock, flock()ed while we live */
 	uint64_t end;           /* bytes of complete checkpoints in the log */
 	uint64_t full_bytes;    /* size of the last full checkpoint */
 	uint64_t since_full;    /* bytes of increments after it */
@@ -216,6 +218,50 @@ async_cb(struct ev_loop *loop, ev_async *w, int revents)
 	c->done(c->arg, c->id, ok);
 }
 
+/*
+ * Takes DIR/lock (an exclusive flock, which the kernel drops when the
+ * process ends, crash or not) and writes our pid in it. One state
+ * directory serves one engine: a second would recover from the log the
+ * first is appending to, cut its sinks back to their committed length and
+ * remove its compaction in progress. Returns the descriptor, or -1 after
+ * logging why (naming the engine that holds it).
+ */
+static int
+lock_dir(const char *dir)
+{
+	char path[1100], pid[32];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/lock", dir);
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+		wl_log("CKPT-FAIL", "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int e = errno;
+
+		if (e != EWOULDBLOCK) {
+			wl_log("CKPT-FAIL", "cannot lock %s: %s", path,
+			    strerror(e));
+		} else {
+			n = pread(fd, pid, sizeof(pid) - 1, 0);
+			pid[n > 0 ? n : 0] = '\0';
+			pid[strcspn(pid, "\n")] = '\0';
+			wl_log("CKPT-FAIL", "%s is in use by another engine "
+			    "(pid %s): one state directory serves one engine "
+			    "at a time", dir, pid[0] ? pid : "unknown");
+		}
+		close(fd);
+		return -1;
+	}
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+		/* The lock holds without the pid, which only names us. */
+	}
+	return fd;
+}
+
 wl_err
 wl_ckpt_open(wl_ckpt **out, struct ev_loop *loop, const char *dir,
     wl_ckpt_done_fn done, void *arg)
@@ -224,6 +270,10 @@ wl_ckpt_open(wl_ckpt **out, struct ev_loop *loop, const char *dir,
 
 	if (c == NULL)
 		return WL_ERR_NOMEM;
+	if ((c->lockfd = lock_dir(dir)) < 0) {
+		free(c);
+		return WL_ERR_STATE;
+	}
 	c->loop = loop;
 	c->done = done;
 	c->arg = arg;
@@ -234,6 +284,7 @@ wl_ckpt_open(wl_ckpt **out, struct ev_loop *loop, const char *dir,
 	if (c->fd < 0) {
 		wl_log("CKPT-FAIL", "cannot open %s: %s", c->path,
 		    strerror(errno));
+		close(c->lockfd);
 		free(c);
 		return WL_ERR_IO;
 	}
@@ -637,6 +688,7 @@ wl_ckpt_free(wl_ckpt *c)
 	pthread_cond_destroy(&c->cv);
 	if (c->fd >= 0)
 		close(c->fd);
+	close(c->lockfd); /* last: the directory is ours until here */
 	wl_ckbuf_free(&c->buf);
 	free(c->fds);
 	free(c->hist);

@@ -39,7 +39,9 @@ typedef struct {
  * failed (logged as CKPT-FAIL; the previous one still stands). */
 typedef void (*wl_ckpt_done_fn)(void *arg, uint64_t id, bool ok);
 
-/* Opens the log of `dir` (which must exist) and starts the writer. */
+/* Opens the log of `dir` (which must exist) and starts the writer. Takes
+ * `dir`/lock for as long as the wl_ckpt lives: WL_ERR_STATE (logged as
+ * CKPT-FAIL, naming the holder's pid) when another engine holds it. */
 wl_err wl_ckpt_open(wl_ckpt **out, struct ev_loop *loop, const char *dir,
     wl_ckpt_done_fn done, void *arg);
 

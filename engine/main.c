@@ -32,6 +32,7 @@ usage(FILE *f)
 	    "  --check-config FILE validate FILE, print the resolved plan, start nothing\n"
 	    "  --state-dir DIR     checkpoint to DIR (created if missing) and recover\n"
 	    "                      from it on start: exactly-once results across crashes\n"
+	    "                      (one engine per DIR at a time)\n"
 	    "  --checkpoint-interval S\n"
 	    "                      seconds between checkpoints (default 1)\n"
 	    "  --name NAME         worker name in logs and the handshake (default: worker)\n"

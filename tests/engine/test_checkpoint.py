@@ -160,6 +160,25 @@ def test_each_checkpoint_reports_how_long_its_epoch_took_to_close(engine, tmp_pa
     assert abs(float(ck["align_ms_max"]) - max(closed)) <= 0.1, (ck, closed)
 
 
+def test_a_second_engine_on_the_same_state_dir_is_refused_and_harms_nothing(engine, tmp_path):
+    # Started by mistake while the first runs, a second engine would
+    # recover from the log the first appends to and cut its sink back.
+    want = write_input(tmp_path, 6000)
+    first = engine(topology(slow_ms="0.5"), *args(tmp_path))
+    first.wait_for(r"CKPT-DONE checkpoint \d+ durable")
+    second = engine(topology(), *args(tmp_path))
+    assert second.wait(30) == 1, second.log()
+    second.wait_for(r"CKPT-FAIL \S+/state is in use by another engine \(pid %d\): "
+                    r"one state directory serves one engine at a time" % first.proc.pid)
+    assert second.count("SUP-SPAWN|SINK-TRUNCATE|CKPT-RECOVER") == 0, second.log()
+    assert first.wait(60) == 0, first.log()
+    check_oracle(tmp_path / "out" / "counts.txt", want)
+    # The lock goes with the process: the directory is free again.
+    third = engine(topology(), *args(tmp_path))
+    assert third.wait(60) == 0, third.log()
+    check_oracle(tmp_path / "out" / "counts.txt", want)
+
+
 def test_a_finished_run_started_again_changes_nothing(engine, tmp_path):
     want = write_input(tmp_path, 2000)
     e = engine(topology(), *args(tmp_path))
