@@ -65,6 +65,7 @@ typedef struct {
 	const wl_yamlnode *after;   /* sources: the `after` value, if valid */
 	const wl_yamlnode *program; /* steps, connectors: the `program` value */
 	const wl_yamlnode *state;   /* steps: the `state` value, if valid */
+	const wl_yamlnode *path;    /* file sources and sinks: `path`, if valid */
 	ref *in;                    /* resolved inputs */
 	size_t nin;
 	int nconsumers;
@@ -884,6 +885,7 @@ parse_io(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val, bool source,
 			    owner, what);
 		} else if (get_nonempty(c, v, label, &s)) {
 			io->path = join_path(c, c->t->dir, s);
+			a->path = v;
 		}
 	} else if (io->type == WL_IO_FILE) {
 		missing(c, key, owner, "path");
@@ -1503,6 +1505,112 @@ check_consumers(ctx *c)
 }
 
 /*
+ * `path` with "." and empty parts dropped and ".." taken back, so that
+ * "d/./f", "d//f" and "d/x/../f" compare equal. Lexical only: two names
+ * one link apart are not seen. NULL when out of memory.
+ */
+static char *
+normal_path(const char *path)
+{
+	size_t n = strlen(path);
+	char  *out = malloc(n + 2);
+	size_t len = 0;
+
+	if (out == NULL) {
+		return (NULL);
+	}
+	for (const char *p = path; *p != '\0';) {
+		size_t k = strcspn(p, "/");
+
+		if (k == 2 && p[0] == '.' && p[1] == '.') {
+			while (len > 0 && out[len - 1] != '/') {
+				len--;
+			}
+			if (len > 0) {
+				len--;  /* the '/' before the part taken back */
+			}
+		} else if (k > 0 && !(k == 1 && p[0] == '.')) {
+			out[len++] = '/';
+			memcpy(out + len, p, k);
+			len += k;
+		}
+		p += k;
+		p += *p == '/';
+	}
+	if (len == 0) {
+		out[len++] = '/';
+	}
+	out[len] = '\0';
+	return (out);
+}
+
+/*
+ * A file written by two sinks would interleave their outputs (and each
+ * sink's recovery would cut the other's back to its own length); a file
+ * a source reads while a sink writes it feeds the pipeline its own output.
+ * Both are mistakes in the file, reported at the second path.
+ */
+static void
+check_paths(ctx *c)
+{
+	wl_topology *t = c->t;
+	char       **src  = calloc(t->nsources + 1, sizeof(*src));
+	char       **sink = calloc(t->nsinks + 1, sizeof(*sink));
+
+	if (src == NULL || sink == NULL) {
+		c->nomem = true;
+		goto out;
+	}
+	for (size_t i = 0; i < t->nsources; i++) {
+		if (t->sources[i].type == WL_IO_FILE &&
+		    t->sources[i].path != NULL &&
+		    (src[i] = normal_path(t->sources[i].path)) == NULL) {
+			c->nomem = true;
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < t->nsinks; i++) {
+		if (t->sinks[i].type != WL_IO_FILE ||
+		    t->sinks[i].path == NULL) {
+			continue;
+		}
+		if ((sink[i] = normal_path(t->sinks[i].path)) == NULL) {
+			c->nomem = true;
+			goto out;
+		}
+		for (size_t j = 0; j < i; j++) {
+			if (sink[j] != NULL && strcmp(sink[i], sink[j]) == 0) {
+				report(c, c->sinkaux[i].path, "sink '%s' and sink "
+				    "'%s' write the same file ('%s', '%s')",
+				    t->sinks[i].name, t->sinks[j].name,
+				    c->sinkaux[i].path->str,
+				    c->sinkaux[j].path->str);
+				break;
+			}
+		}
+		for (size_t k = 0; k < t->nsources; k++) {
+			if (src[k] != NULL && strcmp(sink[i], src[k]) == 0) {
+				report(c, c->srcaux[k].path, "source '%s' reads "
+				    "the file that sink '%s' writes ('%s', '%s'): "
+				    "it would read its own output",
+				    t->sources[k].name, t->sinks[i].name,
+				    c->srcaux[k].path->str,
+				    c->sinkaux[i].path->str);
+			}
+		}
+	}
+out:
+	for (size_t i = 0; src != NULL && i < t->nsources; i++) {
+		free(src[i]);
+	}
+	for (size_t i = 0; sink != NULL && i < t->nsinks; i++) {
+		free(sink[i]);
+	}
+	free(src);
+	free(sink);
+}
+
+/*
  * Orders the steps so each comes after its inputs, by an iterative
  * depth-first search along inputs (a chain of steps as long as the file
  * allows must not exhaust the stack). A step reached again while still on
@@ -1775,6 +1883,7 @@ topology_parse(wl_topology **out, const char *name, const char *file,
 			check_names(&c);
 			resolve(&c);
 			check_consumers(&c);
+			check_paths(&c);
 			check_after_cycles(&c);
 			sort_steps(&c);
 		}
