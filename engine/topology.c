@@ -1505,9 +1505,10 @@ check_consumers(ctx *c)
 }
 
 /*
- * `path` with "." and empty parts dropped and ".." taken back, so that
- * "d/./f", "d//f" and "d/x/../f" compare equal. Lexical only: two names
- * one link apart are not seen. NULL when out of memory.
+ * `path` with "." and empty parts dropped, so that "d/./f", "d//f" and
+ * "d/f" compare equal. ".." stays: "d/x/../f" is "d/f" only when x is not
+ * a link, and refusing a valid file would be worse than missing a
+ * mistake. NULL when out of memory.
  */
 static char *
 normal_path(const char *path)
@@ -1522,14 +1523,7 @@ normal_path(const char *path)
 	for (const char *p = path; *p != '\0';) {
 		size_t k = strcspn(p, "/");
 
-		if (k == 2 && p[0] == '.' && p[1] == '.') {
-			while (len > 0 && out[len - 1] != '/') {
-				len--;
-			}
-			if (len > 0) {
-				len--;  /* the '/' before the part taken back */
-			}
-		} else if (k > 0 && !(k == 1 && p[0] == '.')) {
+		if (k > 0 && !(k == 1 && p[0] == '.')) {
 			out[len++] = '/';
 			memcpy(out + len, p, k);
 			len += k;
