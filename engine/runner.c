@@ -8,6 +8,7 @@
 #include "runner.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -602,12 +603,54 @@ free_env(char **env)
 static void child_cb(struct ev_loop *loop, ev_child *w, int revents);
 static void schedule_restart(wl_runner *r);
 
+/* What a child that could not start writes to the engine, then errno. */
+enum { EXEC_CHDIR = 1, EXEC_EXEC = 2 };
+
+/* In the child, after chdir or exec failed: tells the engine what and
+ * errno (write is async-signal-safe). */
+static void
+child_failed(int fd, int what)
+{
+	int why[2] = { what, errno };
+
+	if (fd >= 0 && write(fd, why, sizeof(why)) < 0) {
+		/* The engine has the exit status to go by. */
+	}
+}
+
+/*
+ * Waits for the child just forked to exec (the pipe closes empty) or to
+ * report why it could not (logged as SUP-EXEC: its exit status alone,
+ * 126 or 127, does not say that a path is wrong). The wait is the time a
+ * fork and exec take, on the loop: spawns are rare.
+ */
+static void
+exec_failure(wl_runner *r, int fd)
+{
+	int why[2];
+	ssize_t n;
+
+	do
+		n = read(fd, why, sizeof(why));
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(why))
+		return;
+	if (why[0] == EXEC_CHDIR)
+		wl_log("SUP-EXEC", "%s %s: cannot change to its directory "
+		    "%s: %s", r->kind, r->name, r->cfg.program->cwd,
+		    strerror(why[1]));
+	else
+		wl_log("SUP-EXEC", "%s %s: cannot execute %s: %s", r->kind,
+		    r->name, r->cfg.program->argv[0], strerror(why[1]));
+}
+
 static void
 spawn(wl_runner *r)
 {
 	static const wl_link_hooks hooks = { link_recv, link_event };
 	char **env;
 	pid_t pid;
+	int ep[2];
 
 	ev_timer_stop(r->loop, &r->linger);
 	r->generation++;
@@ -631,22 +674,33 @@ spawn(wl_runner *r)
 		schedule_restart(r);
 		return;
 	}
+	/* The child reports a failed chdir or exec through this pipe; a
+	 * successful exec closes it (O_CLOEXEC) with nothing written. */
+	if (pipe2(ep, O_CLOEXEC) != 0)
+		ep[0] = ep[1] = -1;
 	pid = fork();
 	if (pid == 0) {
 		/* The child: only async-signal-safe calls until exec. Dying
 		 * with the engine keeps no orphan runner serving nobody. */
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(STDERR_FILENO, STDOUT_FILENO);
-		if (r->cfg.program->cwd && chdir(r->cfg.program->cwd) != 0)
+		if (r->cfg.program->cwd && chdir(r->cfg.program->cwd) != 0) {
+			child_failed(ep[1], EXEC_CHDIR);
 			_exit(126);
+		}
 		environ = env;
 		execvp(r->cfg.program->argv[0], r->cfg.program->argv);
+		child_failed(ep[1], EXEC_EXEC);
 		_exit(127);
 	}
 	free_env(env);
+	if (ep[1] >= 0)
+		close(ep[1]);
 	if (pid < 0) {
 		wl_log("SUP-ERROR", "%s %s: fork: %s", r->kind, r->name,
 		    strerror(errno));
+		if (ep[0] >= 0)
+			close(ep[0]);
 		wl_link_close(r->link);
 		r->link = NULL;
 		r->fails++;
@@ -666,6 +720,10 @@ spawn(wl_runner *r)
 	set_state(r, RS_STARTING);
 	wl_log("SUP-SPAWN", "%s %s pid %d: %s (incarnation %u)", r->kind,
 	    r->name, (int)pid, r->cfg.program->argv[0], r->generation);
+	if (ep[0] >= 0) {
+		exec_failure(r, ep[0]);
+		close(ep[0]);
+	}
 }
 
 static void

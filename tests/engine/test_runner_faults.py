@@ -5,10 +5,11 @@ event is applied exactly once (the per-key counters prove it)."""
 import collections
 import os
 import signal
+import sys
 
 import pytest
 
-from conftest import raw_program
+from conftest import RAWRUNNER, raw_program
 
 FAST_LIMITS = ("limits: {batch_deadline_ms: 1500, heartbeat_ms: 200, "
                "heartbeat_timeout_ms: 1000, message_max_bytes: 65536, "
@@ -140,8 +141,19 @@ def test_program_that_cannot_be_executed_makes_the_engine_exit_1(engine, tmp_pat
     write_input(tmp_path, n=10)
     e = engine(counting_topology("  raw:\n    argv: [/nonexistent/runner]\n"))
     assert e.wait() == 1
+    e.wait_for(r"SUP-EXEC runner raw/0: cannot execute /nonexistent/runner: No such file or directory")
     e.wait_for(r"SUP-CRASH runner raw/0 pid \d+ exited with status 127")
     e.wait_for(r"SUP-GIVEUP runner raw/0")
+
+
+def test_program_whose_directory_is_missing_is_named(engine, tmp_path):
+    write_input(tmp_path, n=10)
+    e = engine(counting_topology("  raw:\n    argv: [%s, %s]\n    cwd: no-such-dir\n"
+                                 % (sys.executable, RAWRUNNER)))
+    assert e.wait() == 1
+    e.wait_for(r"SUP-EXEC runner raw/0: cannot change to its directory \S+/no-such-dir: "
+               r"No such file or directory")
+    e.wait_for(r"SUP-CRASH runner raw/0 pid \d+ exited with status 126")
 
 
 def test_event_too_large_for_a_message_fails_alone_with_a_clear_error(engine, tmp_path):
