@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 /* Compact once the increments since the last full checkpoint pass twice
@@ -71,15 +72,6 @@ struct wl_ckpt {
 	ev_async async;
 	uint64_t count, failures;
 };
-
-static double
-mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int
 write_all(int fd, const uint8_t *p, size_t n, off_t at)
@@ -167,9 +159,9 @@ writer_main(void *arg)
 		if (c->ws != W_QUEUED)
 			break;
 		pthread_mutex_unlock(&c->mu);
-		double t0 = mono();
+		double t0 = wl_clock_now();
 		bool ok = write_job(c);
-		double dt = mono() - t0;
+		double dt = wl_clock_now() - t0;
 		pthread_mutex_lock(&c->mu);
 		c->ok = ok;
 		c->secs = dt;

@@ -12,9 +12,11 @@
 #ifndef WL_CLOCK_H
 #define WL_CLOCK_H
 
+#include <stdint.h>
 #include <time.h>
 
-/* Seconds since an arbitrary point (the machine's boot): always > 0. */
+/* Seconds since an arbitrary point (the machine's boot): always > 0. For
+ * durations and deadlines. */
 static inline double
 wl_clock_now(void)
 {
@@ -22,6 +24,17 @@ wl_clock_now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The same clock in nanoseconds: what every latency (ingest times, the
+ * histograms, the bench tools' stamps) is measured in. */
+static inline uint64_t
+wl_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 #endif

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "frame.h"
 #include "log.h"
 #include "position.h"
@@ -71,15 +72,6 @@ struct wl_csource {
 	bool ckpt;               /* acknowledge durable positions only */
 	uint64_t durable_id;     /* the checkpoint they are durable in */
 };
-
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static cstream *
 find_name(wl_csource *s, const char *name)
@@ -218,7 +210,7 @@ on_batch(conn *c, const Wallaroo__V1__Batch *b,
     Wallaroo__V1__ErrorCode *code, char *why, size_t n)
 {
 	wl_csource *s = c->src;
-	uint64_t ingest = now_ns();
+	uint64_t ingest = wl_mono_ns();
 
 	/* Check the whole batch first: a bad batch is refused whole, so the
 	 * connector's upstream keeps every one of its messages. */

@@ -86,15 +86,6 @@ typedef struct {
 	double ck_align_max;
 } engine;
 
-static double
-mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Source accessors over both kinds: built-in and connector. */
 static bool
 src_is_started(const engine *g, size_t i)
@@ -195,7 +186,7 @@ ckpt_cut(engine *g)
 {
 	g->ck_id = wl_flow_cut(g->flow);
 	g->ck_last_cut = wl_clock_now();
-	g->ck_cut_at = mono();
+	g->ck_cut_at = wl_clock_now();
 	for (size_t i = 0; i < g->t->nsources; i++) {
 		if (g->csources[i] != NULL)
 			wl_csource_mark(g->csources[i]);
@@ -211,7 +202,7 @@ static void
 ckpt_close(engine *g)
 {
 	bool full = wl_ckpt_want_full(g->ckpt);
-	double align = mono() - g->ck_cut_at;
+	double align = wl_clock_now() - g->ck_cut_at;
 	wl_ckbuf *b = wl_ckpt_begin(g->ckpt, g->ck_id, g->incarnation,
 	    g->t->partitions, full, align);
 	size_t nfds = 0;
@@ -371,7 +362,7 @@ ckpt_recover(engine *g, const wl_engine_opts *o)
 	static const wl_ckpt_restore cb = { rec_state, rec_source, rec_sink };
 	char why[512];
 	uint64_t last = 0;
-	double t0 = mono();
+	double t0 = wl_clock_now();
 
 	g->ck_files = calloc(g->t->nsources ? g->t->nsources : 1,
 	    sizeof(*g->ck_files));
@@ -405,7 +396,7 @@ ckpt_recover(engine *g, const wl_engine_opts *o)
 		wl_log("CKPT-RECOVER", "recovered checkpoint %llu from %s: %llu "
 		    "state entries in %.1f ms", (unsigned long long)last,
 		    o->state_dir, (unsigned long long)g->ck_restored,
-		    (mono() - t0) * 1e3);
+		    (wl_clock_now() - t0) * 1e3);
 	if (last != 0 && wl_ckpt_partitions(g->ckpt) != g->t->partitions)
 		wl_log("CKPT-WARN", "checkpoint %llu was taken with %u partitions, "
 		    "the topology has %u: state is kept by key, so it carries "
@@ -445,7 +436,7 @@ advance(engine *g)
 	case ENG_DRAINING:
 		if (wl_flow_drained(g->flow) && ckpt_settled(g) &&
 		    connectors_ended(g)) {
-			g->finished = mono();
+			g->finished = wl_clock_now();
 			wl_log("ENGINE-DRAINED", "everything accepted has been "
 			    "processed; stopping runners");
 			wl_flow_stop_runners(g->flow, 5.0);
@@ -524,7 +515,7 @@ signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	stop_sources(g);
 	if (g->state == ENG_STARTING) {
 		/* Nothing was accepted yet: just stop. */
-		g->finished = mono();
+		g->finished = wl_clock_now();
 		wl_flow_stop_runners(g->flow, 2.0);
 		g->state = ENG_STOPPING;
 	} else {
@@ -567,7 +558,7 @@ flow_ready(void *arg)
 	if (g->state != ENG_STARTING)
 		return;
 	g->state = ENG_RUNNING;
-	g->started = mono();
+	g->started = wl_clock_now();
 	start_ready_sources(g);
 	if (g->fatal)
 		return;
@@ -600,7 +591,7 @@ cpu_seconds(int who)
 static void
 summary(engine *g)
 {
-	double el = (g->finished > 0 ? g->finished : mono()) - g->started;
+	double el = (g->finished > 0 ? g->finished : wl_clock_now()) - g->started;
 	uint64_t in = 0;
 
 	if (g->started == 0)

@@ -18,7 +18,9 @@
 
 #include <stdint.h>
 #include <stdio.h>
-#include <time.h>
+
+/* wl_mono_ns(): the clock every latency recorded here is in. */
+#include "clock.h"
 
 #define WL_HIST_SUB_BITS 5
 #define WL_HIST_SUB (1u << WL_HIST_SUB_BITS)
@@ -30,16 +32,6 @@ typedef struct {
 	double sum;
 	uint64_t n[WL_HIST_NBUCKETS];
 } wl_hist;
-
-/* CLOCK_MONOTONIC in nanoseconds: the clock every latency here is in. */
-static inline uint64_t
-wl_mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* Empties `h` (all counts 0). */
 void wl_hist_init(wl_hist *h);

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 /* Bytes asked of the kernel per read(). Every record of a read becomes an
@@ -95,15 +96,6 @@ struct wl_source {
 };
 
 static uint32_t next_tcp_stream = 1u << 20;
-
-static uint64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static int64_t
 wall_us(void)
@@ -313,7 +305,7 @@ file_cb(struct ev_loop *loop, ev_idle *w, int revents)
 		return;
 	}
 	rd->end += (size_t)n;
-	rd->read_ns = mono_ns();
+	rd->read_ns = wl_mono_ns();
 	rd->read_us = wall_us();
 	if (parse(s, rd, s->def->path) != 0) {
 		end_source(s);
@@ -384,7 +376,7 @@ conn_cb(struct ev_loop *loop, ev_io *w, int revents)
 		return;
 	}
 	rd->end += (size_t)n;
-	rd->read_ns = mono_ns();
+	rd->read_ns = wl_mono_ns();
 	rd->read_us = wall_us();
 	if (parse(s, rd, c->peer) != 0) {
 		/* The rest of this stream cannot be framed: close it. The
