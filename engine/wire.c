@@ -9,6 +9,7 @@
  */
 #include "wire.h"
 
+#include <limits.h>
 #include <string.h>
 
 #define WT_VARINT 0
@@ -197,12 +198,18 @@ get_tag(rd *r, unsigned *field, unsigned *wt)
 	return *field != 0;
 }
 
+/* A length prefix, as protobuf-c reads one: at most 5 bytes, the value at
+ * most INT_MAX. protobuf-c refuses a longer prefix (even one that only
+ * pads a small value with 0x80 bytes), so taking it here would accept a
+ * reply the protocol refuses (tests/fuzz/frame_fuzz.c found this). */
 static bool
 get_len(rd *r, rd *sub)
 {
+	const uint8_t *start = r->p;
 	uint64_t n;
 
-	if (!get_varint(r, &n) || n > (uint64_t)(r->end - r->p))
+	if (!get_varint(r, &n) || r->p - start > 5 || n > INT_MAX ||
+	    n > (uint64_t)(r->end - r->p))
 		return false;
 	sub->p = r->p;
 	sub->end = r->p + n;
