@@ -9,6 +9,7 @@
 
 #include "frame.h"
 #include "tap.h"
+#include "testalloc.h"
 #include "wire.h"
 
 static uint64_t rng = 88172645463325252ull;
@@ -39,43 +40,6 @@ fill(uint8_t *b, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		b[i] = (uint8_t)rnd();
-}
-
-/* ---- an allocator whose blocks are freed together ---- */
-
-typedef struct block block;
-struct block {
-	block *next;
-	max_align_t data[];
-};
-
-static void *
-t_alloc(void *d, size_t n)
-{
-	block **head = d, *b = malloc(sizeof(*b) + n);
-
-	if (b == NULL)
-		return NULL;
-	b->next = *head;
-	*head = b;
-	return b->data;
-}
-
-static void
-t_free(void *d, void *p)
-{
-	(void)d;
-	(void)p;
-}
-
-static void
-t_release(block **head)
-{
-	while (*head) {
-		block *n = (*head)->next;
-		free(*head);
-		*head = n;
-	}
 }
 
 /* What protobuf-c packs a frame into; the caller frees it. */
