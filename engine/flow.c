@@ -43,6 +43,14 @@ struct batch {
 	                           includes the restart) */
 	wl_queue events;
 	wl_state_entry *keys;   /* locked keys, linked through entry->mark */
+	/* Hedged (see hedge): the same batch id in another slot's
+	 * in-flight list. A ghost carries no events: when its twin is set,
+	 * the twin holds them; when not, the batch was answered through the
+	 * twin and this entry only waits for its runner's reply, which is
+	 * dropped. Either way a runner's replies still come in the order of
+	 * its list. */
+	batch *twin;
+	bool ghost;
 };
 
 typedef struct {
@@ -64,6 +72,9 @@ typedef struct {
 	 * (the runner and the link both ways). One sample per batch. */
 	wl_hist to_send;
 	wl_hist round_trip;
+	uint64_t rt_avg_ns;     /* round trip, moving average (hedging) */
+	uint64_t hedged;        /* batches this slot took over, hedged */
+	uint64_t stolen;        /* batches it built from another's queue */
 } slot;
 
 typedef struct {
@@ -464,11 +475,147 @@ fail_batch(wl_flow *f, batch *b, const char *why)
 	for (wl_event *e = b->events.head; e; e = e->next)
 		step_error(f, st, e, why);
 	unlock_keys(f, b);
+	/* Its ghost elsewhere now waits for a reply that is dropped. */
+	if (b->twin != NULL)
+		b->twin->twin = NULL;
 	free_batch(b);
 }
 
 /* In-flight batches from which on only full batches are sent. */
 #define COALESCE_INFLIGHT 2
+
+/*
+ * Hedging, for state steps: a batch a runner has not answered for
+ * HEDGE_MIN_NS, or four times that runner's usual round trip if longer,
+ * is sent as well to an idle runner of the same program (fewer than
+ * COALESCE_INFLIGHT batches out), and the first reply is applied. A
+ * runner the kernel leaves waiting for a CPU for milliseconds (on a busy
+ * 2-core machine, several times a second: bench/RESULTS.md) then delays
+ * its batches by about HEDGE_MIN_NS, not by the whole wait. Sound because
+ * state belongs to the engine: a batch carries its keys' states and its
+ * keys stay locked until it is answered, so either runner computes the
+ * same reply from the same input (computations are deterministic, as
+ * replay after a crash already requires), and only one is applied.
+ *
+ * The batch moves to the idle slot's in-flight list; a ghost with its id
+ * takes its place in the slow slot's list, so each runner's replies still
+ * match its list in order. Whichever reply comes first is applied (to the
+ * batch, wherever it is); the other is dropped when it comes. A batch is
+ * hedged once at most. Stateless steps are not hedged: a later batch of
+ * the same instance could be answered before a hedged one, reordering a
+ * stream.
+ */
+#define HEDGE_MIN_NS 1000000ull
+
+/* Appends `b` to the in-flight list of `s`. */
+static void
+push_inflight(slot *s, batch *b)
+{
+	b->next = NULL;
+	if (s->tail)
+		s->tail->next = b;
+	else
+		s->head = b;
+	s->tail = b;
+	s->ninflight++;
+}
+
+/* Hedges the oldest batch of step `st` that `v` has held too long, if
+ * any, by sending it to `s` as well. */
+static bool
+hedge(wl_flow *f, slot *s, const step_rt *st, slot *v, uint64_t now)
+{
+	uint64_t after = v->rt_avg_ns * 4 > HEDGE_MIN_NS ? v->rt_avg_ns * 4 :
+	    HEDGE_MIN_NS;
+	batch *prev = NULL, *b, *g;
+	nng_msg *m;
+
+	/* Oldest first: the first one too young ends it. */
+	for (b = v->head; b != NULL; prev = b, b = b->next) {
+		if (now < b->sent_ns + after)
+			return false;
+		if (!b->ghost && b->twin == NULL && b->step == st->id)
+			break;
+	}
+	if (b == NULL || (g = calloc(1, sizeof(*g))) == NULL)
+		return false;
+	if (encode_batch(b, &m) != WL_OK) {
+		free(g);
+		return false;
+	}
+	g->id = b->id;
+	g->step = b->step;
+	g->inst = b->inst;
+	g->attempts = b->attempts;
+	g->sent_ns = b->sent_ns;
+	g->ghost = true;
+	g->twin = b;
+	b->twin = g;
+	g->next = b->next;
+	if (prev != NULL)
+		prev->next = g;
+	else
+		v->head = g;
+	if (v->tail == b)
+		v->tail = g;
+	push_inflight(s, b);
+	s->hedged++;
+	wl_runner_send_batch(s->runner, m);
+	s->nsent++;
+	return true;
+}
+
+/*
+ * What a slot with little to do does for the others of its state steps:
+ * it hedges a batch one of them has held too long (above), or else it
+ * steals. Returns true when it sent a hedged batch; otherwise *stolen is
+ * a batch for it to send, or NULL.
+ *
+ * Work stealing: a slot with little to do (fewer than
+ * COALESCE_INFLIGHT batches out, nothing of its own queued) builds a batch
+ * from the queue of another instance of the same step that is behind: it
+ * has COALESCE_INFLIGHT batches unanswered (its runner is stalled or slow)
+ * or its runner is down. This is correct because state belongs to the
+ * engine and travels with each batch, and a key is never in two in-flight
+ * batches: the keys the slow instance holds stay locked, their events
+ * parked behind them, and every other key goes on. The batch keeps the
+ * victim's instance (b->inst): the keys it unlocks become ready there,
+ * where their parked events are counted. A runner the kernel leaves
+ * waiting for a CPU for milliseconds (docs/design.md, "Work stealing")
+ * then holds up only the keys of its own batches, and those only until
+ * they are hedged.
+ *
+ * Stateless steps are never stolen from: without locks, two instances
+ * could reorder one key's, or one source stream's, events.
+ */
+static bool
+help_others(wl_flow *f, slot *s, batch **stolen)
+{
+	uint64_t now = wl_mono_ns();
+
+	*stolen = NULL;
+	for (size_t i = 0; i < s->nsteps; i++) {
+		step_rt *st = &f->steps[s->steps[i]];
+
+		if (st->def->kind != WL_STEP_STATE)
+			continue;
+		for (size_t j = 0; j < st->nslots; j++) {
+			slot *v = &st->slots[j];
+
+			if (v == s)
+				continue;
+			if (hedge(f, s, st, v, now))
+				return true;
+			if ((!wl_runner_is_ready(v->runner) ||
+			    v->ninflight >= COALESCE_INFLIGHT) &&
+			    (*stolen = build_batch(f, st, (uint32_t)j, 1)) != NULL) {
+				s->stolen++;
+				return false;
+			}
+		}
+	}
+	return false;
+}
 
 static void
 flush_slot(wl_flow *f, slot *s)
@@ -492,6 +639,9 @@ flush_slot(wl_flow *f, slot *s)
 			step_rt *st = &f->steps[s->steps[(s->rr + i) % s->nsteps]];
 			b = build_batch(f, st, s->instance, min_events);
 		}
+		if (b == NULL && s->ninflight < COALESCE_INFLIGHT &&
+		    help_others(f, s, &b))
+			continue;
 		nng_msg *m;
 		if (b == NULL)
 			return;
@@ -514,12 +664,7 @@ flush_slot(wl_flow *f, slot *s)
 			fail_batch(f, b, why);
 			continue;
 		}
-		if (s->tail)
-			s->tail->next = b;
-		else
-			s->head = b;
-		s->tail = b;
-		s->ninflight++;
+		push_inflight(s, b);
 		b->sent_ns = wl_mono_ns();
 		if (b->events.head != NULL)
 			wl_hist_record(&s->to_send,
@@ -566,6 +711,28 @@ pop_inflight(slot *s)
 	return b;
 }
 
+/* Takes the ghosts out of a slot whose runner is new: it was sent none of
+ * them, and their batches are answered (or will be) through their twins. */
+static void
+drop_ghosts(slot *s)
+{
+	batch **pp = &s->head, *b;
+
+	s->tail = NULL;
+	while ((b = *pp) != NULL) {
+		if (b->ghost) {
+			*pp = b->next;
+			if (b->twin != NULL)
+				b->twin->twin = NULL;
+			free_batch(b);
+			s->ninflight--;
+		} else {
+			s->tail = b;
+			pp = &b->next;
+		}
+	}
+}
+
 static void
 hook_ready(void *arg, wl_runner *r)
 {
@@ -577,6 +744,7 @@ hook_ready(void *arg, wl_runner *r)
 	f = s->flow;
 	(void)r;
 	s->nsent = 0;
+	drop_ghosts(s);
 	for (batch *b = s->head; b; b = b->next)
 		send_batch(f, s, b);
 	if (s->head)
@@ -603,8 +771,9 @@ hook_down(void *arg, wl_runner *r)
 
 	(void)r;
 	s->nsent = 0;
-	/* Only an incarnation that had the batch can have died of it. */
-	if (b == NULL || !was_sent)
+	/* Only an incarnation that had the batch can have died of it; a
+	 * ghost's batch is another runner's to finish. */
+	if (b == NULL || !was_sent || b->ghost)
 		return;
 	if (++b->attempts < MAX_BATCH_ATTEMPTS)
 		return;
@@ -633,6 +802,13 @@ hook_failed(void *arg, wl_runner *r, uint64_t batch_id, const char *message)
 	}
 	b = pop_inflight(s);
 	s->nsent--;
+	if (b->ghost) {
+		/* Its twin's runner answers for the batch, or has. */
+		if (b->twin != NULL)
+			b->twin->twin = NULL;
+		free_batch(b);
+		return WL_OK;
+	}
 	snprintf(why, sizeof(why), "runner %s failed the whole batch: %s",
 	    wl_runner_name(r), message);
 	fail_batch(f, b, why);
@@ -664,8 +840,9 @@ hook_reply(void *arg, wl_runner *r, const Wallaroo__V1__BatchReply *rep)
 {
 	slot *s = arg;
 	wl_flow *f = s->flow;
-	batch *b = s->head;
+	batch *b = s->head, *d;
 	step_rt *st;
+	uint64_t rt;
 	char k[80];
 
 	(void)r;
@@ -673,10 +850,18 @@ hook_reply(void *arg, wl_runner *r, const Wallaroo__V1__BatchReply *rep)
 		return reply_error(s, "reply with nothing in flight", rep->batch_id, 0);
 	if (rep->batch_id != b->id)
 		return reply_error(s, "reply for the wrong batch", rep->batch_id, b->id);
-	if (rep->n_results != b->events.count)
+	/* The batch's events: here, or in the twin of a hedged batch's
+	 * ghost, or nowhere when the twin's reply came first. */
+	d = b->ghost ? b->twin : b;
+	if (d == NULL) {
+		free_batch(pop_inflight(s));
+		s->nsent--;
+		return WL_OK;
+	}
+	if (rep->n_results != d->events.count)
 		return reply_error(s, "reply with the wrong number of results",
-		    rep->n_results, b->events.count);
-	st = &f->steps[b->step];
+		    rep->n_results, d->events.count);
+	st = &f->steps[d->step];
 	/* Check everything before applying anything: a reply is atomic. */
 	if (st->def->kind != WL_STEP_STATE && rep->n_states > 0)
 		return reply_error(s, "state in a reply of a stateless step",
@@ -685,11 +870,11 @@ hook_reply(void *arg, wl_runner *r, const Wallaroo__V1__BatchReply *rep)
 		const Wallaroo__V1__StateEntry *se = rep->states[i];
 		wl_state_entry *e = wl_state_get(f->state, st->id, se->key.data,
 		    (uint32_t)se->key.len, false);
-		if (e == NULL || e->locked_by != b->id) {
+		if (e == NULL || e->locked_by != d->id) {
 			wl_log("RUN-PROTO", "runner %s: reply sets the state of key "
 			    "%s, which is not in batch %llu", wl_runner_name(s->runner),
 			    wl_log_bytes(k, sizeof(k), se->key.data,
-			    (unsigned)se->key.len), (unsigned long long)b->id);
+			    (unsigned)se->key.len), (unsigned long long)d->id);
 			return WL_ERR_PROTO;
 		}
 	}
@@ -704,13 +889,17 @@ hook_reply(void *arg, wl_runner *r, const Wallaroo__V1__BatchReply *rep)
 	}
 	b = pop_inflight(s);
 	s->nsent--;
-	unlock_keys(f, b);
+	unlock_keys(f, d);
 	f->now_ns = wl_mono_ns();
-	wl_hist_record(&s->round_trip,
-	    f->now_ns > b->sent_ns ? f->now_ns - b->sent_ns : 0);
+	rt = f->now_ns > b->sent_ns ? f->now_ns - b->sent_ns : 0;
+	wl_hist_record(&s->round_trip, rt);
+	/* A hedged batch's round trip is mostly the wait that made it one:
+	 * kept out of the average, which says what is usual. */
+	if (b->twin == NULL)
+		s->rt_avg_ns = s->rt_avg_ns - s->rt_avg_ns / 8 + rt / 8;
 	for (size_t i = 0; i < rep->n_results; i++) {
 		const Wallaroo__V1__Result *res = rep->results[i];
-		wl_event *e = wl_queue_pop(&b->events);
+		wl_event *e = wl_queue_pop(&d->events);
 		node_ref from = { WL_NODE_STEP, (int)st->id };
 		if (res->error != NULL && res->error[0] != '\0') {
 			step_error(f, st, e, res->error);
@@ -749,6 +938,14 @@ hook_reply(void *arg, wl_runner *r, const Wallaroo__V1__BatchReply *rep)
 		if (res->n_outputs == 0)
 			done(f, e);
 		wl_event_free(e);
+	}
+	if (d != b) {
+		/* Answered here first: the twin, in the other slot's list,
+		 * becomes a ghost whose reply is dropped. */
+		d->ghost = true;
+		d->twin = NULL;
+	} else if (b->twin != NULL) {
+		b->twin->twin = NULL;
 	}
 	free_batch(b);
 	return WL_OK;
@@ -1028,9 +1225,12 @@ wl_flow_drained(const wl_flow *f)
 			    st->nwait[j] > 0)
 				return false;
 	}
+	/* A ghost whose batch was answered through its twin is not work
+	 * left: its runner's reply will be dropped. */
 	for (size_t i = 0; i < f->nslots; i++)
-		if (f->slots[i].ninflight > 0)
-			return false;
+		for (const batch *b = f->slots[i].head; b; b = b->next)
+			if (!b->ghost || b->twin != NULL)
+				return false;
 	for (size_t i = 0; i < f->t->nsinks; i++)
 		if (f->sink_held[i].count > 0 || (f->csinks[i] != NULL &&
 		    wl_csink_unresolved(f->csinks[i]) > 0) || (f->csinks[i] != NULL ? wl_csink_pending(f->csinks[i]) :
@@ -1087,9 +1287,11 @@ wl_flow_summary(const wl_flow *f, FILE *out)
 			    (unsigned long long)wl_sink_bytes(f->sinks[i]));
 	}
 	for (size_t i = 0; i < f->nslots; i++)
-		fprintf(out, "SUMMARY runner=%s restarts=%u\n",
-		    wl_runner_name(f->slots[i].runner),
-		    wl_runner_restarts(f->slots[i].runner));
+		fprintf(out, "SUMMARY runner=%s restarts=%u hedged=%llu "
+		    "stolen=%llu\n", wl_runner_name(f->slots[i].runner),
+		    wl_runner_restarts(f->slots[i].runner),
+		    (unsigned long long)f->slots[i].hedged,
+		    (unsigned long long)f->slots[i].stolen);
 	for (size_t i = 0; i < f->nslots; i++) {
 		char prefix[160];
 		snprintf(prefix, sizeof(prefix), "SUMMARY batches runner=%s "

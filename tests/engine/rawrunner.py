@@ -16,6 +16,8 @@ the engine's supervision. Environment:
                     yet (the runner creates it), so that the replacement
                     runner behaves; "always" as the value means every time.
   WL_FAULT_AFTER    misbehave on the Nth batch (default 1)
+  WL_HANG_UNTIL     hang: a file; the runner goes on (answering the batch)
+                    once it exists, instead of hanging for an hour
   WL_SLOW_MS        sleep this long per event (a slow computation, for
                     back pressure tests)
 
@@ -172,7 +174,10 @@ def main():
             if fault == "crash":
                 os._exit(3)
             if fault == "hang":
-                time.sleep(3600)
+                release = os.environ.get("WL_HANG_UNTIL")
+                deadline = time.monotonic() + 3600
+                while time.monotonic() < deadline and not (release and os.path.exists(release)):
+                    time.sleep(0.01)
             if fault == "garbage":
                 sock.send(b"\xff\xfe this is not a frame \x00\x01")
                 continue

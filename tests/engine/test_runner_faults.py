@@ -6,6 +6,7 @@ import collections
 import os
 import signal
 import sys
+import time
 
 import pytest
 
@@ -195,3 +196,54 @@ def test_runner_sending_damaged_replies_never_takes_the_engine_down(engine, tmp_
     s = e.summary()
     assert s["application"]["events_in"] == str(sum(expected.values()))
     assert (tmp_path / "out.txt").read_bytes().count(b"\n") >= sum(expected.values()) // 2
+
+
+def test_a_stalled_runner_holds_up_no_key(engine, tmp_path):
+    """State belongs to the engine and travels with each batch, so while
+    one of two runners is stalled (here: hung until the test releases it,
+    with hang detection far away) the other takes over: the batches the
+    stalled runner holds are sent to it as well after 1 ms (hedging), and
+    the events queued for the stalled instance are built into batches for
+    it (stealing). Every key completes while the stall lasts; when the
+    stalled runner answers at last, its late replies are dropped, and
+    every key's count is still exactly once and in order."""
+    keys, per_key = 200, 20
+    lines = ["k%03d %d" % (i % keys, i) for i in range(keys * per_key)]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    expected = collections.Counter(line.split()[0] for line in lines)
+    release = tmp_path / "release"
+    e = engine("application: steal\n"
+               "limits: {batch_max_events: 4, inflight_batches: 4, heartbeat_ms: 200, "
+               "heartbeat_timeout_ms: 120000, batch_deadline_ms: 120000}\n"
+               "programs:\n" + raw_program(
+                   WL_FAULT="hang", WL_FAULT_AFTER=2, WL_FAULT_MARKER=str(tmp_path / "marker"),
+                   WL_HANG_UNTIL=str(release)) +
+               "sources:\n  lines: {type: file, path: in.txt, framing: line}\n"
+               "steps:\n"
+               "  key: {kind: key_by, key: {offset: 0, length: 4}, inputs: [lines]}\n"
+               "  cnt: {kind: state, program: raw, function: count, state: counts, inputs: [key]}\n"
+               "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [cnt]}\n")
+
+    def complete_keys():
+        try:
+            text = (tmp_path / "out.txt").read_text()
+        except FileNotFoundError:
+            return 0
+        return sum(1 for line in text.splitlines() if line.endswith(":%d" % per_key))
+
+    # Without either, the half of the keys routed to the stalled instance
+    # would wait for it, here until the deadline.
+    deadline = time.monotonic() + 30
+    while complete_keys() < keys:
+        assert time.monotonic() < deadline, (
+            "%d of %d keys complete while a runner is stalled" % (complete_keys(), keys))
+        time.sleep(0.02)
+    assert (tmp_path / "marker").exists(), "no runner stalled"
+    release.write_text("")
+    assert e.wait() == 0, e.log()
+    assert e.count(r"RUN-HUNG|SUP-RESTART|RUN-PROTO") == 0, e.log()
+    check_exactly_once(tmp_path, expected)
+    s = e.summary()
+    runners = [s["runner=raw/0"], s["runner=raw/1"]]
+    assert sum(int(r["hedged"]) for r in runners) >= 1, s
+    assert sum(int(r["stolen"]) for r in runners) >= 1, s
