@@ -520,13 +520,20 @@ push_inflight(slot *s, batch *b)
 	s->ninflight++;
 }
 
+/* How long `v` may take to answer a batch before it counts as stalled. */
+static uint64_t
+stall_ns(const slot *v)
+{
+	return v->rt_avg_ns * 4 > HEDGE_MIN_NS ? v->rt_avg_ns * 4 :
+	    HEDGE_MIN_NS;
+}
+
 /* Hedges the oldest batch of step `st` that `v` has held too long, if
  * any, by sending it to `s` as well. */
 static bool
 hedge(wl_flow *f, slot *s, const step_rt *st, slot *v, uint64_t now)
 {
-	uint64_t after = v->rt_avg_ns * 4 > HEDGE_MIN_NS ? v->rt_avg_ns * 4 :
-	    HEDGE_MIN_NS;
+	uint64_t after = stall_ns(v);
 	batch *prev = NULL, *b, *g;
 	nng_msg *m;
 
@@ -573,9 +580,11 @@ hedge(wl_flow *f, slot *s, const step_rt *st, slot *v, uint64_t now)
  *
  * Work stealing: a slot with little to do (fewer than
  * COALESCE_INFLIGHT batches out, nothing of its own queued) builds a batch
- * from the queue of another instance of the same step that is behind: it
- * has COALESCE_INFLIGHT batches unanswered (its runner is stalled or slow)
- * or its runner is down. This is correct because state belongs to the
+ * from the queue of another instance of the same step that is stalled:
+ * its oldest batch has waited as long as hedging waits, or its runner is
+ * down. A runner that is only busy keeps its queue: taking from it would
+ * split its batches in two, and on a saturated machine the per-batch
+ * costs that adds make every runner slower. This is correct because state belongs to the
  * engine and travels with each batch, and a key is never in two in-flight
  * batches: the keys the slow instance holds stay locked, their events
  * parked behind them, and every other key goes on. The batch keeps the
@@ -606,8 +615,8 @@ help_others(wl_flow *f, slot *s, batch **stolen)
 				continue;
 			if (hedge(f, s, st, v, now))
 				return true;
-			if ((!wl_runner_is_ready(v->runner) ||
-			    v->ninflight >= COALESCE_INFLIGHT) &&
+			if ((!wl_runner_is_ready(v->runner) || (v->head != NULL &&
+			    now >= v->head->sent_ns + stall_ns(v))) &&
 			    (*stolen = build_batch(f, st, (uint32_t)j, 1)) != NULL) {
 				s->stolen++;
 				return false;
