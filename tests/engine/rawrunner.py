@@ -16,6 +16,9 @@ the engine's supervision. Environment:
                     yet (the runner creates it), so that the replacement
                     runner behaves; "always" as the value means every time.
   WL_FAULT_AFTER    misbehave on the Nth batch (default 1)
+                    Several faults: WL_FAULT=hang,crash WL_FAULT_AFTER=2,5;
+                    each happens once (marker WL_FAULT_MARKER.<fault>), in
+                    the first runner to reach its batch
   WL_HANG_UNTIL     hang: a file; the runner goes on (answering the batch)
                     once it exists, instead of hanging for an hour
   WL_SLOW_MS        sleep this long per event (a slow computation, for
@@ -37,19 +40,24 @@ import wallaroo_pb2 as pb  # noqa: E402
 
 
 def fault_now(batches_seen):
-    fault = os.environ.get("WL_FAULT", "none")
-    if fault == "none":
-        return None
-    if batches_seen != int(os.environ.get("WL_FAULT_AFTER", "1")):
-        return None
-    marker = os.environ.get("WL_FAULT_MARKER", "always")
-    if marker != "always":
-        try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            os.close(fd)
-        except FileExistsError:
-            return None
-    return fault
+    faults = os.environ.get("WL_FAULT", "none").split(",")
+    afters = os.environ.get("WL_FAULT_AFTER", "1").split(",")
+    for i, fault in enumerate(faults):
+        if fault == "none":
+            continue
+        if batches_seen != int(afters[min(i, len(afters) - 1)]):
+            continue
+        marker = os.environ.get("WL_FAULT_MARKER", "always")
+        if marker != "always":
+            if len(faults) > 1:
+                marker = "%s.%s" % (marker, fault)
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.close(fd)
+            except FileExistsError:
+                continue
+        return fault
+    return None
 
 
 def runner_start(prefix):

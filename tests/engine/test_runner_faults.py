@@ -198,6 +198,45 @@ def test_runner_sending_damaged_replies_never_takes_the_engine_down(engine, tmp_
     assert (tmp_path / "out.txt").read_bytes().count(b"\n") >= sum(expected.values()) // 2
 
 
+def stall_topology(tmp_path, keys, per_key, fault, after):
+    """200 keys x 20 events through a count step on two raw runners, one
+    of which hangs (until tmp_path/release exists) as its fault says;
+    returns the topology and the expected counts."""
+    lines = ["k%03d %d" % (i % keys, i) for i in range(keys * per_key)]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    expected = collections.Counter(line.split()[0] for line in lines)
+    topology = ("application: steal\n"
+                "limits: {batch_max_events: 4, inflight_batches: 4, heartbeat_ms: 200, "
+                "heartbeat_timeout_ms: 120000, batch_deadline_ms: 120000, "
+                "restart_backoff_ms: 50}\n"
+                "programs:\n" + raw_program(
+                    WL_FAULT=fault, WL_FAULT_AFTER=after,
+                    WL_FAULT_MARKER=str(tmp_path / "marker"),
+                    WL_HANG_UNTIL=str(tmp_path / "release")) +
+                "sources:\n  lines: {type: file, path: in.txt, framing: line}\n"
+                "steps:\n"
+                "  key: {kind: key_by, key: {offset: 0, length: 4}, inputs: [lines]}\n"
+                "  cnt: {kind: state, program: raw, function: count, state: counts, "
+                "inputs: [key]}\n"
+                "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [cnt]}\n")
+    return topology, expected
+
+
+def wait_all_keys_complete(tmp_path, keys, per_key, timeout=30):
+    """Waits until every key has its last count in out.txt."""
+    def complete():
+        try:
+            text = (tmp_path / "out.txt").read_text()
+        except FileNotFoundError:
+            return 0
+        return sum(1 for line in text.splitlines() if line.endswith(":%d" % per_key))
+    deadline = time.monotonic() + timeout
+    while complete() < keys:
+        assert time.monotonic() < deadline, (
+            "%d of %d keys complete while a runner is stalled" % (complete(), keys))
+        time.sleep(0.02)
+
+
 def test_a_stalled_runner_holds_up_no_key(engine, tmp_path):
     """State belongs to the engine and travels with each batch, so while
     one of two runners is stalled (here: hung until the test releases it,
@@ -208,38 +247,13 @@ def test_a_stalled_runner_holds_up_no_key(engine, tmp_path):
     stalled runner answers at last, its late replies are dropped, and
     every key's count is still exactly once and in order."""
     keys, per_key = 200, 20
-    lines = ["k%03d %d" % (i % keys, i) for i in range(keys * per_key)]
-    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
-    expected = collections.Counter(line.split()[0] for line in lines)
-    release = tmp_path / "release"
-    e = engine("application: steal\n"
-               "limits: {batch_max_events: 4, inflight_batches: 4, heartbeat_ms: 200, "
-               "heartbeat_timeout_ms: 120000, batch_deadline_ms: 120000}\n"
-               "programs:\n" + raw_program(
-                   WL_FAULT="hang", WL_FAULT_AFTER=2, WL_FAULT_MARKER=str(tmp_path / "marker"),
-                   WL_HANG_UNTIL=str(release)) +
-               "sources:\n  lines: {type: file, path: in.txt, framing: line}\n"
-               "steps:\n"
-               "  key: {kind: key_by, key: {offset: 0, length: 4}, inputs: [lines]}\n"
-               "  cnt: {kind: state, program: raw, function: count, state: counts, inputs: [key]}\n"
-               "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [cnt]}\n")
-
-    def complete_keys():
-        try:
-            text = (tmp_path / "out.txt").read_text()
-        except FileNotFoundError:
-            return 0
-        return sum(1 for line in text.splitlines() if line.endswith(":%d" % per_key))
-
+    topology, expected = stall_topology(tmp_path, keys, per_key, "hang", 2)
+    e = engine(topology)
     # Without either, the half of the keys routed to the stalled instance
     # would wait for it, here until the deadline.
-    deadline = time.monotonic() + 30
-    while complete_keys() < keys:
-        assert time.monotonic() < deadline, (
-            "%d of %d keys complete while a runner is stalled" % (complete_keys(), keys))
-        time.sleep(0.02)
+    wait_all_keys_complete(tmp_path, keys, per_key)
     assert (tmp_path / "marker").exists(), "no runner stalled"
-    release.write_text("")
+    (tmp_path / "release").write_text("")
     assert e.wait() == 0, e.log()
     assert e.count(r"RUN-HUNG|SUP-RESTART|RUN-PROTO") == 0, e.log()
     check_exactly_once(tmp_path, expected)
@@ -247,3 +261,22 @@ def test_a_stalled_runner_holds_up_no_key(engine, tmp_path):
     runners = [s["runner=raw/0"], s["runner=raw/1"]]
     assert sum(int(r["hedged"]) for r in runners) >= 1, s
     assert sum(int(r["stolen"]) for r in runners) >= 1, s
+
+
+def test_the_runner_that_took_over_crashing_loses_nothing(engine, tmp_path):
+    """One runner hangs on its 2nd batch; the other, serving its own keys
+    and the hung one's hedged and stolen batches, crashes on its 6th. Its
+    replacement is sent what it held, hedged batches included; every key
+    still completes while the first runner hangs, and when that one
+    answers at last, its replies (for batches answered meanwhile) are
+    dropped: every count exactly once and in order."""
+    keys, per_key = 200, 20
+    topology, expected = stall_topology(tmp_path, keys, per_key, "hang,crash", "2,6")
+    e = engine(topology)
+    wait_all_keys_complete(tmp_path, keys, per_key)
+    assert (tmp_path / "marker.hang").exists() and (tmp_path / "marker.crash").exists()
+    e.wait_for(r"SUP-CRASH runner raw/\d pid \d+ exited with status 3", timeout=1)
+    (tmp_path / "release").write_text("")
+    assert e.wait() == 0, e.log()
+    assert e.count(r"RUN-PROTO|RUN-HUNG") == 0, e.log()
+    check_exactly_once(tmp_path, expected)
