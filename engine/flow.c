@@ -74,7 +74,9 @@ typedef struct {
 	wl_hist round_trip;
 	uint64_t rt_avg_ns;     /* round trip, moving average (hedging) */
 	uint64_t hedged;        /* batches this slot took over, hedged */
-	uint64_t stolen;        /* batches it built from another's queue */
+	uint64_t stolen;        /* batches it built from a stalled or down
+	                           instance's queue */
+	uint64_t spilled;       /* batches it built from a busy home's queue */
 } slot;
 
 typedef struct {
@@ -87,7 +89,9 @@ typedef struct {
 	uint32_t id;            /* step index, also its state id */
 	slot *slots;            /* the program's instances; NULL: engine step */
 	size_t nslots;
-	wl_queue *pending;      /* one per instance */
+	wl_queue *pending;      /* one per instance; a state step queues
+	                           everything at `home` (see route) */
+	uint32_t home;
 	wl_queue *held;         /* per instance: events of the next epoch,
 	                           waiting for the closing one (state steps) */
 	/* State steps, per instance: events parked on their locked key
@@ -170,10 +174,26 @@ done(wl_flow *f, const wl_event *e)
 		    now > e->ingest_ns ? now - e->ingest_ns : 0);
 }
 
+/*
+ * The instance whose queue takes `e`. A stateless step partitions its
+ * events over its instances: an instance's batches are answered in order,
+ * so one key's (or one stream's) events stay in order. A state step has
+ * one queue, at its home instance: its keys are locked per batch, so any
+ * instance can take any key, and one queue lets the home runner get every
+ * event of a burst in one batch. Split over two queues, the same burst
+ * costs two batches and two runner wake-ups: at 100,000 events/s the
+ * Python runners' CPU was a third higher that way (bench/RESULTS.md,
+ * "fifth session"). The other instances take from that queue when the
+ * home runner cannot keep up (spilling), stalls or is down (stealing):
+ * see help_others.
+ */
 static uint32_t
 route(const wl_flow *f, const step_rt *st, const wl_event *e)
 {
 	uint32_t p;
+
+	if (st->def->kind == WL_STEP_STATE)
+		return st->home;
 
 	if (e->klen > 0)
 		p = wl_hash_partition(e->key, e->klen, f->t->partitions);
@@ -572,29 +592,57 @@ hedge(wl_flow *f, slot *s, const step_rt *st, slot *v, uint64_t now)
 	return true;
 }
 
+/* How long the oldest event waiting in queue `inst` of `st` has been in
+ * the engine (since it was read), or 0 when none waits. */
+static uint64_t
+oldest_wait(const step_rt *st, uint32_t inst, uint64_t now)
+{
+	uint64_t t = UINT64_MAX;
+	const wl_event *e = st->pending[inst].head;
+
+	if (e != NULL)
+		t = e->ingest_ns;
+	/* Parked events of unlocked keys go first into the next batch. */
+	if (st->ready[inst] != NULL && (e = st->ready[inst]->wait_head) != NULL &&
+	    e->ingest_ns < t)
+		t = e->ingest_ns;
+	return t == UINT64_MAX || now < t ? 0 : now - t;
+}
+
+/* Spilling: how long events may wait in a state step's queue for its
+ * home runner while another runner is idle. At 100,000 events/s a 2-core
+ * machine shows no difference between 100 and 300 us; the lower one
+ * keeps the tail shorter. */
+#define SPILL_NS 100000ull
+
 /*
- * What a slot with little to do does for the others of its state steps:
+ * What a slot with little to do (fewer than COALESCE_INFLIGHT batches
+ * out, nothing of its own queued) does for the others of its state steps:
  * it hedges a batch one of them has held too long (above), or else it
- * steals. Returns true when it sent a hedged batch; otherwise *stolen is
- * a batch for it to send, or NULL.
+ * takes a batch from the queue of another instance. Returns true when it
+ * sent a hedged batch; otherwise *stolen is a batch for it to send, or
+ * NULL.
  *
- * Work stealing: a slot with little to do (fewer than
- * COALESCE_INFLIGHT batches out, nothing of its own queued) builds a batch
- * from the queue of another instance of the same step that is stalled:
- * its oldest batch has waited as long as hedging waits, or its runner is
- * down. A runner that is only busy keeps its queue: taking from it would
- * split its batches in two, and on a saturated machine the per-batch
- * costs that adds make every runner slower. This is correct because state belongs to the
- * engine and travels with each batch, and a key is never in two in-flight
- * batches: the keys the slow instance holds stay locked, their events
- * parked behind them, and every other key goes on. The batch keeps the
- * victim's instance (b->inst): the keys it unlocks become ready there,
- * where their parked events are counted. A runner the kernel leaves
- * waiting for a CPU for milliseconds (docs/design.md, "Work stealing")
- * then holds up only the keys of its own batches, and those only until
- * they are hedged.
+ * It takes from another instance's queue when that instance
+ *  - spills: its runner has COALESCE_INFLIGHT batches or more out, so it
+ *    is only sent full batches, and the oldest waiting event has been in
+ *    the engine SPILL_NS. A state step's events all queue at its home
+ *    instance (route); this is how the others share its load, and only
+ *    when the home runner is behind: while it keeps up, a burst goes to
+ *    it whole, in one batch, at the cost of one wake-up;
+ *  - or is stalled: its oldest batch has waited as long as hedging
+ *    waits, or its runner is down.
+ * This is correct because state belongs to the engine and travels with
+ * each batch, and a key is never in two in-flight batches: the keys the
+ * other instance holds stay locked, their events parked behind them, and
+ * every other key goes on. The batch keeps the queue's instance
+ * (b->inst): the keys it unlocks become ready there, where their parked
+ * events are counted. A runner the kernel leaves waiting for a CPU for
+ * milliseconds (docs/design.md, "One queue per state step") then holds
+ * up only the keys of its own batches, and those only until they are
+ * hedged.
  *
- * Stateless steps are never stolen from: without locks, two instances
+ * Stateless steps are never taken from: without locks, two instances
  * could reorder one key's, or one source stream's, events.
  */
 static bool
@@ -610,15 +658,23 @@ help_others(wl_flow *f, slot *s, batch **stolen)
 			continue;
 		for (size_t j = 0; j < st->nslots; j++) {
 			slot *v = &st->slots[j];
+			bool stalled, spill;
 
 			if (v == s)
 				continue;
 			if (hedge(f, s, st, v, now))
 				return true;
-			if ((!wl_runner_is_ready(v->runner) || (v->head != NULL &&
-			    now >= v->head->sent_ns + stall_ns(v))) &&
+			stalled = !wl_runner_is_ready(v->runner) ||
+			    (v->head != NULL &&
+			    now >= v->head->sent_ns + stall_ns(v));
+			spill = !stalled && v->ninflight >= COALESCE_INFLIGHT &&
+			    oldest_wait(st, (uint32_t)j, now) >= SPILL_NS;
+			if ((stalled || spill) &&
 			    (*stolen = build_batch(f, st, (uint32_t)j, 1)) != NULL) {
-				s->stolen++;
+				if (spill)
+					s->spilled++;
+				else
+					s->stolen++;
 				return false;
 			}
 		}
@@ -1059,6 +1115,10 @@ wl_flow_new(wl_flow **out, struct ev_loop *loop, const wl_topology *t,
 			if (st->pending == NULL || st->held == NULL || ns == NULL ||
 			    !st->nwait || !st->wait_bytes || !st->ready || !st->ready_tail)
 				goto nomem;
+			/* A program's state steps have their homes on
+			 * different instances, so that each runner is home
+			 * to some when a program serves several. */
+			st->home = (uint32_t)(f->prog_nspecs[p] % st->nslots);
 			ns[f->prog_nspecs[p]++] = &st->spec;
 			f->prog_specs[p] = ns;
 		}
@@ -1178,9 +1238,15 @@ wl_flow_pressure(const wl_flow *f)
 
 	for (size_t i = 0; i < f->t->nsteps; i++) {
 		const step_rt *st = &f->steps[i];
+		uint64_t lim = max;
+		/* A state step's instances share one queue (route): it gets
+		 * the room of all of them. */
+		if (st->def->kind == WL_STEP_STATE && st->nslots > 1)
+			lim = max > UINT64_MAX / st->nslots ? UINT64_MAX :
+			    max * st->nslots;
 		for (size_t j = 0; j < st->nslots; j++)
 			if (st->pending[j].bytes + st->held[j].bytes +
-			    st->wait_bytes[j] > max)
+			    st->wait_bytes[j] > lim)
 				return true;
 	}
 	for (size_t i = 0; i < f->t->nsinks; i++)
@@ -1297,10 +1363,12 @@ wl_flow_summary(const wl_flow *f, FILE *out)
 	}
 	for (size_t i = 0; i < f->nslots; i++)
 		fprintf(out, "SUMMARY runner=%s restarts=%u hedged=%llu "
-		    "stolen=%llu\n", wl_runner_name(f->slots[i].runner),
+		    "stolen=%llu spilled=%llu\n",
+		    wl_runner_name(f->slots[i].runner),
 		    wl_runner_restarts(f->slots[i].runner),
 		    (unsigned long long)f->slots[i].hedged,
-		    (unsigned long long)f->slots[i].stolen);
+		    (unsigned long long)f->slots[i].stolen,
+		    (unsigned long long)f->slots[i].spilled);
 	for (size_t i = 0; i < f->nslots; i++) {
 		char prefix[160];
 		snprintf(prefix, sizeof(prefix), "SUMMARY batches runner=%s "

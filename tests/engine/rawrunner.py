@@ -19,10 +19,13 @@ the engine's supervision. Environment:
                     Several faults: WL_FAULT=hang,crash WL_FAULT_AFTER=2,5;
                     each happens once (marker WL_FAULT_MARKER.<fault>), in
                     the first runner to reach its batch
+  WL_FAULT_INSTANCE only this instance misbehaves; a comma list, one per
+                    fault, as WL_FAULT_AFTER (default: any instance)
   WL_HANG_UNTIL     hang: a file; the runner goes on (answering the batch)
                     once it exists, instead of hanging for an hour
   WL_SLOW_MS        sleep this long per event (a slow computation, for
                     back pressure tests)
+  WL_SLOW_INSTANCE  only this instance is slow (default: every one)
 
 Step functions: upper (stateless), count (state: an ASCII counter per key,
 emits b"key:count"), first-word (key_by: the payload up to the first
@@ -42,10 +45,14 @@ import wallaroo_pb2 as pb  # noqa: E402
 def fault_now(batches_seen):
     faults = os.environ.get("WL_FAULT", "none").split(",")
     afters = os.environ.get("WL_FAULT_AFTER", "1").split(",")
+    only = os.environ.get("WL_FAULT_INSTANCE", "").split(",")
     for i, fault in enumerate(faults):
         if fault == "none":
             continue
         if batches_seen != int(afters[min(i, len(afters) - 1)]):
+            continue
+        which = only[min(i, len(only) - 1)]
+        if which and which != os.environ["WALLAROO_INSTANCE"]:
             continue
         marker = os.environ.get("WL_FAULT_MARKER", "always")
         if marker != "always":
@@ -200,6 +207,9 @@ def main():
                 sock.send(out.SerializeToString())
                 continue
             slow = float(os.environ.get("WL_SLOW_MS", "0"))
+            if os.environ.get("WL_SLOW_INSTANCE", os.environ["WALLAROO_INSTANCE"]) != \
+                    os.environ["WALLAROO_INSTANCE"]:
+                slow = 0
             if slow > 0:
                 time.sleep(slow * len(f.batch.events) / 1000.0)
             reply = serve_batch(steps, f.batch)

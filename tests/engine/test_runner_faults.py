@@ -5,6 +5,7 @@ event is applied exactly once (the per-key counters prove it)."""
 import collections
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -198,10 +199,11 @@ def test_runner_sending_damaged_replies_never_takes_the_engine_down(engine, tmp_
     assert (tmp_path / "out.txt").read_bytes().count(b"\n") >= sum(expected.values()) // 2
 
 
-def stall_topology(tmp_path, keys, per_key, fault, after):
+def stall_topology(tmp_path, keys, per_key, fault, after, instance):
     """200 keys x 20 events through a count step on two raw runners, one
     of which hangs (until tmp_path/release exists) as its fault says;
-    returns the topology and the expected counts."""
+    returns the topology and the expected counts. Instance 0 is the count
+    step's home: every event is queued for it."""
     lines = ["k%03d %d" % (i % keys, i) for i in range(keys * per_key)]
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
     expected = collections.Counter(line.split()[0] for line in lines)
@@ -210,7 +212,7 @@ def stall_topology(tmp_path, keys, per_key, fault, after):
                 "heartbeat_timeout_ms: 120000, batch_deadline_ms: 120000, "
                 "restart_backoff_ms: 50}\n"
                 "programs:\n" + raw_program(
-                    WL_FAULT=fault, WL_FAULT_AFTER=after,
+                    WL_FAULT=fault, WL_FAULT_AFTER=after, WL_FAULT_INSTANCE=instance,
                     WL_FAULT_MARKER=str(tmp_path / "marker"),
                     WL_HANG_UNTIL=str(tmp_path / "release")) +
                 "sources:\n  lines: {type: file, path: in.txt, framing: line}\n"
@@ -242,15 +244,16 @@ def test_a_stalled_runner_holds_up_no_key(engine, tmp_path):
     one of two runners is stalled (here: hung until the test releases it,
     with hang detection far away) the other takes over: the batches the
     stalled runner holds are sent to it as well after 1 ms (hedging), and
-    the events queued for the stalled instance are built into batches for
-    it (stealing). Every key completes while the stall lasts; when the
-    stalled runner answers at last, its late replies are dropped, and
-    every key's count is still exactly once and in order."""
+    the events queued for the stalled instance (the step's home, where
+    every event queues) are built into batches for it (stealing). Every
+    key completes while the stall lasts; when the stalled runner answers
+    at last, its late replies are dropped, and every key's count is still
+    exactly once and in order."""
     keys, per_key = 200, 20
-    topology, expected = stall_topology(tmp_path, keys, per_key, "hang", 2)
+    topology, expected = stall_topology(tmp_path, keys, per_key, "hang", 2, 0)
     e = engine(topology)
-    # Without either, the half of the keys routed to the stalled instance
-    # would wait for it, here until the deadline.
+    # Without either, every key would wait for the stalled runner, here
+    # until the deadline.
     wait_all_keys_complete(tmp_path, keys, per_key)
     assert (tmp_path / "marker").exists(), "no runner stalled"
     (tmp_path / "release").write_text("")
@@ -271,7 +274,7 @@ def test_the_runner_that_took_over_crashing_loses_nothing(engine, tmp_path):
     answers at last, its replies (for batches answered meanwhile) are
     dropped: every count exactly once and in order."""
     keys, per_key = 200, 20
-    topology, expected = stall_topology(tmp_path, keys, per_key, "hang,crash", "2,6")
+    topology, expected = stall_topology(tmp_path, keys, per_key, "hang,crash", "2,6", "0,1")
     e = engine(topology)
     wait_all_keys_complete(tmp_path, keys, per_key)
     assert (tmp_path / "marker.hang").exists() and (tmp_path / "marker.crash").exists()
@@ -280,3 +283,82 @@ def test_the_runner_that_took_over_crashing_loses_nothing(engine, tmp_path):
     assert e.wait() == 0, e.log()
     assert e.count(r"RUN-PROTO|RUN-HUNG") == 0, e.log()
     check_exactly_once(tmp_path, expected)
+
+
+def count_topology_tcp(**runner_env):
+    """A count step on two raw runners, fed by a TCP source of lines."""
+    return ("application: home\n"
+            "limits: {heartbeat_timeout_ms: 120000, batch_deadline_ms: 120000}\n"
+            "programs:\n" + raw_program(**runner_env) +
+            "sources:\n  in: {type: tcp, listen: '127.0.0.1:0', framing: line}\n"
+            "steps:\n"
+            "  key: {kind: key_by, key: {offset: 0, length: 4}, inputs: [in]}\n"
+            "  cnt: {kind: state, program: raw, function: count, state: counts, "
+            "inputs: [key]}\n"
+            "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [cnt]}\n")
+
+
+def batches_of(s, runner):
+    return int(s["batches runner=%s round_trip" % runner]["samples"])
+
+
+def test_a_state_step_keeps_to_its_home_runner_while_it_keeps_up(engine, tmp_path):
+    """A state step's events all queue at its home instance: while its
+    runner keeps up, every batch goes to it, whatever the key (a burst
+    split over two runners costs two wake-ups instead of one). Here one
+    event at a time, each sent once the previous one's output is out, 40
+    keys: the other runner gets nothing (but a batch it may hedge, should
+    the home runner take over 1 ms to answer on a busy machine)."""
+    e = engine(count_topology_tcp())
+    line = e.wait_for(r"SRC-LISTEN source 'in' listening on 127.0.0.1:\d+")
+    port = int(line.rsplit(":", 1)[1])
+    e.wait_for("READY application")
+    out = tmp_path / "out.txt"
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        for i in range(40):
+            c.sendall(b"k%03d\n" % i)
+            deadline = time.monotonic() + 30
+            while not (out.exists() and out.read_text().count("\n") == i + 1):
+                assert time.monotonic() < deadline, "no output for event %d" % i
+                time.sleep(0.005)
+    e.terminate()
+    assert e.wait() == 0, e.log()
+    assert sorted(out.read_text().split()) == sorted("k%03d:1" % i for i in range(40))
+    s = e.summary()
+    assert batches_of(s, "raw/0") + batches_of(s, "raw/1") == 40, s
+    assert batches_of(s, "raw/1") <= int(s["runner=raw/1"]["hedged"]), s
+    assert s["runner=raw/1"]["spilled"] == "0", s
+    assert s["runner=raw/1"]["stolen"] == "0", s
+
+
+def test_a_home_runner_that_falls_behind_spills_to_the_others(engine, tmp_path):
+    """When the home runner has batches queued up and events have waited
+    100 us, the other runner builds batches from the home queue
+    (spilling). Here the home runner takes 2 ms an event: the other one
+    takes most of the work, every batch it answers comes from the home
+    queue (or is a hedge), and every count is still exactly once and in
+    order. (While the home runner has answered nothing yet, its first
+    batches count as stalled after 1 ms, and what the other takes then is
+    counted as stolen: 2000 events outlast that.)"""
+    keys, per_key = 50, 40
+    lines = ["k%03d %d" % (i % keys, i) for i in range(keys * per_key)]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    expected = collections.Counter(line.split()[0] for line in lines)
+    e = engine("application: spill\n"
+               "limits: {batch_max_events: 4, heartbeat_timeout_ms: 120000, "
+               "batch_deadline_ms: 120000}\n"
+               "programs:\n" + raw_program(WL_SLOW_MS=2, WL_SLOW_INSTANCE=0) +
+               "sources:\n  lines: {type: file, path: in.txt, framing: line}\n"
+               "steps:\n"
+               "  key: {kind: key_by, key: {offset: 0, length: 4}, inputs: [lines]}\n"
+               "  cnt: {kind: state, program: raw, function: count, state: counts, "
+               "inputs: [key]}\n"
+               "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [cnt]}\n")
+    assert e.wait() == 0, e.log()
+    check_exactly_once(tmp_path, expected)
+    s = e.summary()
+    r1 = s["runner=raw/1"]
+    assert int(r1["spilled"]) >= 1, s
+    assert batches_of(s, "raw/1") > batches_of(s, "raw/0"), s
+    assert batches_of(s, "raw/1") <= int(r1["spilled"]) + int(r1["stolen"]) + int(r1["hedged"]), s
+    assert s["runner=raw/0"]["spilled"] == "0", s
