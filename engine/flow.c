@@ -182,8 +182,8 @@ done(wl_flow *f, const wl_event *e)
  * instance can take any key, and one queue lets the home runner get every
  * event of a burst in one batch. Split over two queues, the same burst
  * costs two batches and two runner wake-ups: at 100,000 events/s the
- * Python runners' CPU was a third higher that way (bench/RESULTS.md,
- * "fifth session"). The other instances take from that queue when the
+ * Python runners used 3.5 s of CPU per 4 s run that way, against 2.35 s
+ * (bench/RESULTS.md, "fifth session"). The other instances take from that queue when the
  * home runner cannot keep up (spilling), stalls or is down (stealing):
  * see help_others.
  */
@@ -610,9 +610,9 @@ oldest_wait(const step_rt *st, uint32_t inst, uint64_t now)
 }
 
 /* Spilling: how long events may wait in a state step's queue for its
- * home runner while another runner is idle. At 100,000 events/s a 2-core
- * machine shows no difference between 100 and 300 us; the lower one
- * keeps the tail shorter. */
+ * home runner while another runner is idle. 100 and 300 us measured
+ * alike at 100,000 events/s (bench/RESULTS.md, "fifth session"); the
+ * lower one bounds that wait more tightly. */
 #define SPILL_NS 100000ull
 
 /*
