@@ -199,14 +199,31 @@ def test_runner_sending_damaged_replies_never_takes_the_engine_down(engine, tmp_
     assert (tmp_path / "out.txt").read_bytes().count(b"\n") >= sum(expected.values()) // 2
 
 
+def count_pipeline(source):
+    """The YAML of a count step fed by `source` (lines keyed by their first
+    4 bytes), on the raw program, writing out.txt."""
+    return ("steps:\n"
+            "  key: {kind: key_by, key: {offset: 0, length: 4}, inputs: [%s]}\n"
+            "  cnt: {kind: state, program: raw, function: count, state: counts, "
+            "inputs: [key]}\n"
+            "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [cnt]}\n"
+            % source)
+
+
+def write_keyed_lines(tmp_path, keys, per_key):
+    """Writes in.txt, `keys` keys x `per_key` lines interleaved; returns the
+    expected count per key."""
+    lines = ["k%03d %d" % (i % keys, i) for i in range(keys * per_key)]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    return collections.Counter(line.split()[0] for line in lines)
+
+
 def stall_topology(tmp_path, keys, per_key, fault, after, instance):
     """200 keys x 20 events through a count step on two raw runners, one
     of which hangs (until tmp_path/release exists) as its fault says;
     returns the topology and the expected counts. Instance 0 is the count
     step's home: every event is queued for it."""
-    lines = ["k%03d %d" % (i % keys, i) for i in range(keys * per_key)]
-    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
-    expected = collections.Counter(line.split()[0] for line in lines)
+    expected = write_keyed_lines(tmp_path, keys, per_key)
     topology = ("application: steal\n"
                 "limits: {batch_max_events: 4, inflight_batches: 4, heartbeat_ms: 200, "
                 "heartbeat_timeout_ms: 120000, batch_deadline_ms: 120000, "
@@ -215,12 +232,8 @@ def stall_topology(tmp_path, keys, per_key, fault, after, instance):
                     WL_FAULT=fault, WL_FAULT_AFTER=after, WL_FAULT_INSTANCE=instance,
                     WL_FAULT_MARKER=str(tmp_path / "marker"),
                     WL_HANG_UNTIL=str(tmp_path / "release")) +
-                "sources:\n  lines: {type: file, path: in.txt, framing: line}\n"
-                "steps:\n"
-                "  key: {kind: key_by, key: {offset: 0, length: 4}, inputs: [lines]}\n"
-                "  cnt: {kind: state, program: raw, function: count, state: counts, "
-                "inputs: [key]}\n"
-                "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [cnt]}\n")
+                "sources:\n  lines: {type: file, path: in.txt, framing: line}\n" +
+                count_pipeline("lines"))
     return topology, expected
 
 
@@ -290,12 +303,8 @@ def count_topology_tcp(**runner_env):
     return ("application: home\n"
             "limits: {heartbeat_timeout_ms: 120000, batch_deadline_ms: 120000}\n"
             "programs:\n" + raw_program(**runner_env) +
-            "sources:\n  in: {type: tcp, listen: '127.0.0.1:0', framing: line}\n"
-            "steps:\n"
-            "  key: {kind: key_by, key: {offset: 0, length: 4}, inputs: [in]}\n"
-            "  cnt: {kind: state, program: raw, function: count, state: counts, "
-            "inputs: [key]}\n"
-            "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [cnt]}\n")
+            "sources:\n  in: {type: tcp, listen: '127.0.0.1:0', framing: line}\n" +
+            count_pipeline("in"))
 
 
 def batches_of(s, runner):
@@ -306,24 +315,22 @@ def test_a_state_step_keeps_to_its_home_runner_while_it_keeps_up(engine, tmp_pat
     """A state step's events all queue at its home instance: while its
     runner keeps up, every batch goes to it, whatever the key (a burst
     split over two runners costs two wake-ups instead of one). Here one
-    event at a time, each sent once the previous one's output is out, 40
-    keys: the other runner gets nothing (but a batch it may hedge, should
-    the home runner take over 1 ms to answer on a busy machine)."""
-    e = engine(count_topology_tcp())
+    event at a time, each sent once a runner has answered the previous one
+    (each event is one batch, and batch ids count from 1), 40 keys: the
+    other runner gets nothing (but a batch it may hedge, should the home
+    runner take over 1 ms to answer on a busy machine)."""
+    e = engine(count_topology_tcp(WL_ANNOUNCE=1))
     line = e.wait_for(r"SRC-LISTEN source 'in' listening on 127.0.0.1:\d+")
     port = int(line.rsplit(":", 1)[1])
     e.wait_for("READY application")
-    out = tmp_path / "out.txt"
     with socket.create_connection(("127.0.0.1", port)) as c:
         for i in range(40):
             c.sendall(b"k%03d\n" % i)
-            deadline = time.monotonic() + 30
-            while not (out.exists() and out.read_text().count("\n") == i + 1):
-                assert time.monotonic() < deadline, "no output for event %d" % i
-                time.sleep(0.005)
+            e.wait_for(r"RAW-REPLIED batch %d$" % (i + 1))
     e.terminate()
     assert e.wait() == 0, e.log()
-    assert sorted(out.read_text().split()) == sorted("k%03d:1" % i for i in range(40))
+    out = (tmp_path / "out.txt").read_text()
+    assert sorted(out.split()) == sorted("k%03d:1" % i for i in range(40))
     s = e.summary()
     assert batches_of(s, "raw/0") + batches_of(s, "raw/1") == 40, s
     assert batches_of(s, "raw/1") <= int(s["runner=raw/1"]["hedged"]), s
@@ -340,20 +347,13 @@ def test_a_home_runner_that_falls_behind_spills_to_the_others(engine, tmp_path):
     order. (While the home runner has answered nothing yet, its first
     batches count as stalled after 1 ms, and what the other takes then is
     counted as stolen: 2000 events outlast that.)"""
-    keys, per_key = 50, 40
-    lines = ["k%03d %d" % (i % keys, i) for i in range(keys * per_key)]
-    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
-    expected = collections.Counter(line.split()[0] for line in lines)
+    expected = write_keyed_lines(tmp_path, 50, 40)
     e = engine("application: spill\n"
                "limits: {batch_max_events: 4, heartbeat_timeout_ms: 120000, "
                "batch_deadline_ms: 120000}\n"
                "programs:\n" + raw_program(WL_SLOW_MS=2, WL_SLOW_INSTANCE=0) +
-               "sources:\n  lines: {type: file, path: in.txt, framing: line}\n"
-               "steps:\n"
-               "  key: {kind: key_by, key: {offset: 0, length: 4}, inputs: [lines]}\n"
-               "  cnt: {kind: state, program: raw, function: count, state: counts, "
-               "inputs: [key]}\n"
-               "sinks:\n  out: {type: file, path: out.txt, framing: line, inputs: [cnt]}\n")
+               "sources:\n  lines: {type: file, path: in.txt, framing: line}\n" +
+               count_pipeline("lines"))
     assert e.wait() == 0, e.log()
     check_exactly_once(tmp_path, expected)
     s = e.summary()
