@@ -556,7 +556,8 @@ random_token(char out[33])
 /* Builds the child's environment: ours, the program's, then ours again
  * for the WALLAROO_* variables, which the topology cannot override.
  * WALLAROO_SDK_* are settings of the SDKs inside the children (the engine
- * does not read them): they pass through from our environment. */
+ * does not read them): they pass through from our environment, and the
+ * program's `env` may set them. */
 static char **
 child_env(wl_runner *r)
 {
@@ -572,8 +573,11 @@ child_env(wl_runner *r)
 		if (strncmp(environ[i], "WALLAROO_", 9) != 0 ||
 		    strncmp(environ[i], "WALLAROO_SDK_", 13) == 0)
 			env[k++] = strdup(environ[i]);
+	/* The topology refuses other WALLAROO_* names in `env`; this keeps
+	 * the variables below the engine's whatever the plan holds. */
 	for (size_t i = 0; i < r->cfg.program->envc; i++)
-		if (strncmp(r->cfg.program->env[i], "WALLAROO_", 9) != 0)
+		if (strncmp(r->cfg.program->env[i], "WALLAROO_", 9) != 0 ||
+		    strncmp(r->cfg.program->env[i], "WALLAROO_SDK_", 13) == 0)
 			env[k++] = strdup(r->cfg.program->env[i]);
 	if (asprintf(&env[k++], "WALLAROO_ENGINE_ADDR=%s", r->url) < 0 ||
 	    asprintf(&env[k++], "WALLAROO_TOKEN=%s", r->token) < 0 ||

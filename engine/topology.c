@@ -689,6 +689,18 @@ parse_program(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val,
 					    en->str);
 					continue;
 				}
+				/* The engine sets the WALLAROO_* variables of a
+				 * child; a topology that sets one would be ignored
+				 * (or worse, obeyed), so it is refused. The SDKs'
+				 * own settings, WALLAROO_SDK_*, pass. */
+				if (strncmp(en->str, "WALLAROO_", 9) == 0 &&
+				    strncmp(en->str, "WALLAROO_SDK_", 13) != 0) {
+					report(c, en, "%s env name '%s': the engine "
+					    "sets WALLAROO_* variables itself (only "
+					    "WALLAROO_SDK_* may be given)", owner,
+					    en->str);
+					continue;
+				}
 				snprintf(label, sizeof(label), "%s env '%s'", owner,
 				    en->str);
 				if (!get_str(c, v->kids[k + 1], label, &ev)) {

@@ -72,12 +72,14 @@ def test_wallaroo_sdk_variables_reach_the_runner_and_other_wallaroo_ones_do_not(
         '    with open("env-%s.txt" % os.environ["WALLAROO_INSTANCE"], "w") as f:\n'
         '        f.write(" ".join(sorted(k for k in os.environ if k.startswith("WALLAROO_"))))\n'))
     (tmp_path / "in.txt").write_text("alice 5\nbob 1\nalice 10\n")
-    e = engine(topology())
+    # The program's env may set WALLAROO_SDK_* too (and only those).
+    e = engine(topology().replace("env: {", "env: {WALLAROO_SDK_FROM_TOPOLOGY: '1', "))
     assert e.wait() == 0, e.log()
     assert sorted((tmp_path / "out.txt").read_text().split()) == ["1", "15", "5"]
     for instance in (0, 1):
         names = (tmp_path / ("env-%d.txt" % instance)).read_text().split()
         assert "WALLAROO_SDK_NNG_IPC" in names and "WALLAROO_ENGINE_ADDR" in names
+        assert "WALLAROO_SDK_FROM_TOPOLOGY" in names
         assert "WALLAROO_NOT_FOR_RUNNERS" not in names
 
 
