@@ -10,11 +10,19 @@ variables for everything looked up per event, and each event's ``Result``
 written straight to bytes (``_wire.py``) rather than built as a protobuf
 message: one ``bytes`` object per event on the common path. Rare paths
 (errors, rolling back state) live in separate functions.
+
+``fast_reply`` is the same path in C (``_speedups.c``), built when the SDK
+is installed with a C compiler at hand: it reads the Batch frame's bytes
+itself and writes the same reply bytes, calling only the user's functions
+(and the helpers below for rare branches). It declines (None) what it does
+not handle, and the caller then parses the frame and calls
+``encode_reply``. ``WALLAROO_SDK_PURE=1`` turns it off.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Set
+import os
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ._log import log
 from ._pb import wallaroo_pb2 as pb
@@ -31,7 +39,7 @@ from .steps import (
     Step,
 )
 
-__all__ = ["process_batch", "encode_reply", "describe_failure"]
+__all__ = ["process_batch", "encode_reply", "describe_failure", "fast_reply", "plan"]
 
 # Longest exception message copied into Result.error, so that one bad event
 # cannot make a reply larger than the engine accepts.
@@ -50,9 +58,18 @@ def process_batch(step: Step, batch: pb.Batch) -> pb.BatchReply:
     The reply has the batch's id, one ``Result`` per event in order, and
     (state steps) the serialized state of every key whose bytes changed.
     User code failing on an event fails that event only (``Result.error``).
+    Takes the path the runner takes: ``fast_reply`` when it is built, then
+    ``encode_reply`` when it declines.
     """
+    data = None
+    if fast_reply is not None:
+        frame = pb.Frame()
+        frame.batch.CopyFrom(batch)
+        data = fast_reply(frame.SerializeToString(), {batch.step_id: plan(step)})
+    if data is None:
+        data = encode_reply(step, batch)
     frame = pb.Frame()
-    frame.ParseFromString(encode_reply(step, batch))
+    frame.ParseFromString(data)
     return frame.reply
 
 
@@ -334,6 +351,61 @@ class _Recovery:
     def _fail_event(self, j: int, key: bytes, exc: BaseException, when: str) -> None:
         self.failed.add(j)
         self.fields[j] = error_result(describe_failure(self.step.name, key, exc, when))
+
+
+# Plan kinds of _speedups.c.
+_PLAN_STATELESS = 0
+_PLAN_STATE = 1
+_PLAN_KEY_BY = 2
+
+_PLAN_KIND = {
+    COMPUTATION: _PLAN_STATELESS,
+    COMPUTATION_MULTI: _PLAN_STATELESS,
+    STATE_COMPUTATION: _PLAN_STATE,
+    STATE_COMPUTATION_MULTI: _PLAN_STATE,
+    KEY_BY: _PLAN_KEY_BY,
+}
+
+
+def plan(step: Step) -> Tuple[Any, ...]:
+    """What ``fast_reply`` needs of ``step``, read once per step: the
+    tuple ``(kind, name, fn, decoder or None, encoder, plain, multi,
+    state factory, loads, dumps)``, as the Python loops above read them."""
+    codec = step.state_codec
+    return (
+        _PLAN_KIND[step.kind],
+        step.name,
+        step.fn,
+        None if step.decoder is identity else step.decoder,
+        step.encoder,
+        step.encoder is encode_default,
+        step.is_multi,
+        step.state,
+        None if codec is None else codec.loads,
+        None if codec is None else codec.dumps,
+    )
+
+
+def _failed(name: str, key: bytes, exc: BaseException) -> bytes:
+    """The Result field of an event whose user code raised ``exc``."""
+    return error_result(describe_failure(name, key, exc))
+
+
+def _load_speedups() -> Optional[Callable[[bytes, Dict[int, Tuple[Any, ...]]], Optional[bytes]]]:
+    if os.environ.get("WALLAROO_SDK_PURE") == "1":
+        return None
+    try:
+        from . import _speedups  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    _speedups.init(_result, _multi_result, _failed, plain_result, key_bytes, Output)
+    return _speedups.reply  # type: ignore[no-any-return]
+
+
+# ``fast_reply(frame_bytes, {step_id: plan(step)})``: the reply frame's
+# bytes, or None to take the Python path. None when the C part is not
+# built (or WALLAROO_SDK_PURE=1).
+fast_reply = _load_speedups()
 
 
 _RUNNERS = {

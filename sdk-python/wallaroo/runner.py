@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 
 from . import __version__
 from ._ipc import PAIR1_HEADER, IpcPair, LinkLost, path_of
-from ._core import encode_reply
+from ._core import encode_reply, fast_reply, plan
 from ._log import log, set_identity
 from ._pb import wallaroo_pb2 as pb
 from .steps import Step, Steps
@@ -193,6 +193,9 @@ class _Session:
         self.orphan_timeout = orphan_timeout
         self.state = _State.WAIT_WELCOME
         self.by_id: Dict[int, Step] = {}
+        # What fast_reply needs of each assigned step, by step id; empty
+        # (nothing for it to do) until AssignSteps.
+        self.plans: Dict[int, tuple] = {}
         self.max_send = config.max_message_bytes
         # Connection tracking, written by nng's pipe callbacks (other threads).
         self._lock = threading.Lock()
@@ -385,6 +388,19 @@ class _Session:
             self.sock.close()
 
     def _on_message(self, data: bytes) -> None:
+        if fast_reply is not None and self.plans:
+            # Batches, the common case, in C when it is built; None is
+            # anything else (another frame, a state step whose user code
+            # failed, ...), which the Python path below then handles.
+            try:
+                reply = fast_reply(data, self.plans)
+            except Exception as exc:  # a bug in the SDK: user errors never get here
+                log(f"internal error in the C path: {type(exc).__name__}: {exc}")
+                reply = None
+            # An oversized reply goes the Python way too, which reports it.
+            if reply is not None and len(reply) + PAIR1_HEADER <= self.max_send:
+                self._send_bytes(reply)
+                return
         frame = pb.Frame()
         try:
             frame.ParseFromString(data)
@@ -486,6 +502,7 @@ class _Session:
             self._linger()
             raise _Finished(EXIT_FAILURE)
         self.by_id = by_id
+        self.plans = {step_id: plan(step) for step_id, step in by_id.items()}
         frame = pb.Frame()
         frame.ready.SetInParent()
         self._send(frame)
