@@ -325,6 +325,23 @@ sp_put_varint(struct sp_out *o, uint64_t v)
 	o->p[o->n++] = (uint8_t)v;
 }
 
+/* The size of a length-delimited field of n bytes: tag, length, bytes. */
+static size_t
+sp_field_len(size_t n)
+{
+	return 1 + sp_varint_len(n) + n;
+}
+
+/* Writes a length-delimited field into reserved room. */
+static void
+sp_put_bytes_field(struct sp_out *o, uint8_t tag, const void *p, size_t n)
+{
+	o->p[o->n++] = tag;
+	sp_put_varint(o, n);
+	memcpy(o->p + o->n, p, n);
+	o->n += n;
+}
+
 static int
 sp_put_raw(struct sp_out *o, const void *p, size_t n)
 {
@@ -357,20 +374,16 @@ static const uint8_t EMPTY_RESULT[2] = {0x12, 0x00};
 static int
 sp_put_plain(struct sp_out *o, const char *payload, size_t n)
 {
-	size_t out_body = n ? 1 + sp_varint_len(n) + n : 0;      /* Output */
-	size_t res_body = 1 + sp_varint_len(out_body) + out_body; /* Result */
-	if (sp_reserve(o, 1 + sp_varint_len(res_body) + res_body) < 0)
+	size_t out_body = n ? sp_field_len(n) : 0;  /* Output */
+	size_t res_body = sp_field_len(out_body);   /* Result */
+	if (sp_reserve(o, sp_field_len(res_body)) < 0)
 		return SP_ERROR;
 	o->p[o->n++] = 0x12;
 	sp_put_varint(o, res_body);
 	o->p[o->n++] = 0x0a;
 	sp_put_varint(o, out_body);
-	if (n) {
-		o->p[o->n++] = 0x1a;
-		sp_put_varint(o, n);
-		memcpy(o->p + o->n, payload, n);
-		o->n += n;
-	}
+	if (n)
+		sp_put_bytes_field(o, 0x1a, payload, n);
 	return SP_OK;
 }
 
@@ -380,15 +393,12 @@ sp_put_key_result(struct sp_out *o, const char *key, size_t n)
 {
 	if (n == 0)
 		return sp_put_raw(o, EMPTY_RESULT, sizeof(EMPTY_RESULT));
-	size_t body = 1 + sp_varint_len(n) + n;
-	if (sp_reserve(o, 1 + sp_varint_len(body) + body) < 0)
+	size_t body = sp_field_len(n);
+	if (sp_reserve(o, sp_field_len(body)) < 0)
 		return SP_ERROR;
 	o->p[o->n++] = 0x12;
 	sp_put_varint(o, body);
-	o->p[o->n++] = 0x12;
-	sp_put_varint(o, n);
-	memcpy(o->p + o->n, key, n);
-	o->n += n;
+	sp_put_bytes_field(o, 0x12, key, n);
 	return SP_OK;
 }
 
@@ -396,24 +406,15 @@ sp_put_key_result(struct sp_out *o, const char *key, size_t n)
 static int
 sp_put_state(struct sp_out *o, const char *key, size_t kn, const char *value, size_t vn)
 {
-	size_t body = (kn ? 1 + sp_varint_len(kn) + kn : 0) +
-	              (vn ? 1 + sp_varint_len(vn) + vn : 0) + 2;
-	if (sp_reserve(o, 1 + sp_varint_len(body) + body) < 0)
+	size_t body = (kn ? sp_field_len(kn) : 0) + (vn ? sp_field_len(vn) : 0) + 2;
+	if (sp_reserve(o, sp_field_len(body)) < 0)
 		return SP_ERROR;
 	o->p[o->n++] = 0x1a;
 	sp_put_varint(o, body);
-	if (kn) {
-		o->p[o->n++] = 0x0a;
-		sp_put_varint(o, kn);
-		memcpy(o->p + o->n, key, kn);
-		o->n += kn;
-	}
-	if (vn) {
-		o->p[o->n++] = 0x12;
-		sp_put_varint(o, vn);
-		memcpy(o->p + o->n, value, vn);
-		o->n += vn;
-	}
+	if (kn)
+		sp_put_bytes_field(o, 0x0a, key, kn);
+	if (vn)
+		sp_put_bytes_field(o, 0x12, value, vn);
 	o->p[o->n++] = 0x18;
 	o->p[o->n++] = 0x01;
 	return SP_OK;
@@ -710,7 +711,7 @@ sp_frame(uint64_t batch_id, const struct sp_out *fields)
 {
 	size_t head = batch_id ? 1 + sp_varint_len(batch_id) : 0;
 	size_t body = head + fields->n;
-	size_t total = 1 + sp_varint_len(body) + body;
+	size_t total = sp_field_len(body);
 	PyObject *frame = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
 	if (frame == NULL)
 		return NULL;
