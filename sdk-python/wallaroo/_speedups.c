@@ -137,20 +137,18 @@ sp_skip(struct sp_reader *r, int wire)
 {
 	uint64_t v;
 	struct sp_slice s;
+	size_t width;
 	switch (wire) {
 	case 0:
 		return sp_varint(r, &v);
-	case 1:
-		if (r->end - r->p < 8)
-			return -1;
-		r->p += 8;
-		return 0;
 	case 2:
 		return sp_bytes(r, &s);
-	case 5:
-		if (r->end - r->p < 4)
+	case 1: /* fixed64 */
+	case 5: /* fixed32 */
+		width = wire == 1 ? 8 : 4;
+		if ((size_t)(r->end - r->p) < width)
 			return -1;
-		r->p += 4;
+		r->p += width;
 		return 0;
 	default:
 		return -1;
