@@ -483,6 +483,14 @@ link_recv(void *arg, nng_msg *m)
 		nng_msg_free(m);
 		return;
 	}
+	/* A message proves a peer. Over nng its first one can come before
+	 * its "up" event does (nng starts a pipe receiving before it runs
+	 * the ADD_POST callback, and the two reach the loop by different
+	 * watchers): without this, a hello that came first was taken for
+	 * nobody's, and refusing it was neither logged nor followed by
+	 * dropping the connection. */
+	if (r->accepted && r->state == RS_STARTING && r->peer_up_at == 0)
+		r->peer_up_at = r->last_rx;
 	if (wl_frame_decode(&f, nng_msg_body(m), nng_msg_len(m)) != WL_OK) {
 		snprintf(msg, sizeof(msg),
 		    "sent %zu bytes that are not a protocol frame",
