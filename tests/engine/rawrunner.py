@@ -103,12 +103,24 @@ def mutate(rng, data):
     return bytes(b)
 
 
+def _count_of(value):
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
 def serve_batch(steps, batch):
     spec = steps[batch.step_id]
     reply = pb.Frame()
     rep = reply.reply
     rep.batch_id = batch.batch_id
-    states = {s.key: (int(s.value) if s.present else 0) for s in batch.states}
+    # A count the engine holds; None when its bytes are not one. A runner
+    # that damages its replies (WL_FAULT=mutate) can get such bytes stored
+    # through a reply that is still well-formed: each event of that key then
+    # fails, as user code would, instead of the runner crashing on every
+    # batch that holds the key.
+    states = {s.key: (_count_of(s.value) if s.present else 0) for s in batch.states}
     changed = set()
     for ev in batch.events:
         res = rep.results.add()
@@ -122,6 +134,9 @@ def serve_batch(steps, batch):
                 res.outputs.add().payload = ev.payload
         elif fn == "first-word":
             res.key = ev.payload.split(b" ", 1)[0]
+        elif fn == "count" and states.get(ev.key, 0) is None:
+            res.error = "step '%s' key %r: ValueError: the state is not a count" % (
+                spec.name, ev.key)
         elif fn == "count":
             states[ev.key] = states.get(ev.key, 0) + 1
             changed.add(ev.key)
