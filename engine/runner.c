@@ -578,15 +578,11 @@ child_env(wl_runner *r)
 	if (env == NULL)
 		return NULL;
 	for (size_t i = 0; i < n; i++)
-		if (strncmp(environ[i], "WALLAROO_", 9) != 0 ||
-		    strncmp(environ[i], "WALLAROO_SDK_", 13) == 0)
+		if (!wl_topology_env_is_engines(environ[i]))
 			env[k++] = strdup(environ[i]);
-	/* The topology refuses other WALLAROO_* names in `env`; this keeps
-	 * the variables below the engine's whatever the plan holds. */
+	/* The topology refuses the engine's names in `env`. */
 	for (size_t i = 0; i < r->cfg.program->envc; i++)
-		if (strncmp(r->cfg.program->env[i], "WALLAROO_", 9) != 0 ||
-		    strncmp(r->cfg.program->env[i], "WALLAROO_SDK_", 13) == 0)
-			env[k++] = strdup(r->cfg.program->env[i]);
+		env[k++] = strdup(r->cfg.program->env[i]);
 	if (asprintf(&env[k++], "WALLAROO_ENGINE_ADDR=%s", r->url) < 0 ||
 	    asprintf(&env[k++], "WALLAROO_TOKEN=%s", r->token) < 0 ||
 	    asprintf(&env[k++], "WALLAROO_PROGRAM=%s", r->cfg.program->name) < 0 ||

@@ -693,8 +693,7 @@ parse_program(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val,
 				 * child; a topology that sets one would be ignored
 				 * (or worse, obeyed), so it is refused. The SDKs'
 				 * own settings, WALLAROO_SDK_*, pass. */
-				if (strncmp(en->str, "WALLAROO_", 9) == 0 &&
-				    strncmp(en->str, "WALLAROO_SDK_", 13) != 0) {
+				if (wl_topology_env_is_engines(en->str)) {
 					report(c, en, "%s env name '%s': the engine "
 					    "sets WALLAROO_* variables itself (only "
 					    "WALLAROO_SDK_* may be given)", owner,
@@ -2084,6 +2083,13 @@ wl_topology_free(wl_topology *t)
 	free(t->file);
 	free(t->dir);
 	free(t);
+}
+
+bool
+wl_topology_env_is_engines(const char *name)
+{
+	return strncmp(name, "WALLAROO_", 9) == 0 &&
+	    strncmp(name, "WALLAROO_SDK_", 13) != 0;
 }
 
 int

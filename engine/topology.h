@@ -10,6 +10,7 @@
 #ifndef WL_TOPOLOGY_H
 #define WL_TOPOLOGY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -138,6 +139,11 @@ void wl_topology_print(const wl_topology *t, FILE *f);
 
 /* Frees everything; accepts NULL. */
 void wl_topology_free(wl_topology *t);
+
+/* Whether the environment variable `name` (or a "NAME=value" entry) is
+ * the engine's to set for its children: WALLAROO_*, except the SDKs' own
+ * settings, WALLAROO_SDK_*. A program's `env` may not set one. */
+bool wl_topology_env_is_engines(const char *name);
 
 /* Index of the step/source/sink called `name`, or -1. */
 int wl_topology_find_step(const wl_topology *t, const char *name);
