@@ -22,6 +22,7 @@
 #include "clock.h"
 #include "link.h"
 #include "log.h"
+#include "prio.h"
 
 extern char **environ;
 
@@ -91,6 +92,11 @@ struct wl_runner {
 	ev_tstamp sent_at[MAX_TRACKED];
 	uint32_t inflight_head, inflight;
 	char why[160];           /* why the current incarnation was killed */
+	bool realtime;           /* this incarnation runs at real-time
+	                            priority (its program asks, the kernel
+	                            agreed, and it has not been busy) */
+	bool rt_refused;         /* the kernel refused it once: said so */
+	wl_prio_watch rt_watch;  /* its CPU use while real-time */
 };
 
 static void
@@ -652,6 +658,54 @@ exec_failure(wl_runner *r, int fd)
 		    r->name, r->cfg.program->argv[0], strerror(why[1]));
 }
 
+/*
+ * Moves the child just forked to real-time priority when its program asks
+ * (prio.h says why). From the engine rather than in the child: a refusal
+ * can be logged here, and the class survives the child's exec. A refusal
+ * is no failure: the program runs at normal priority, said once per slot.
+ */
+static void
+set_priority(wl_runner *r)
+{
+	r->realtime = false;
+	if (r->cfg.program->priority != WL_PRIORITY_REALTIME)
+		return;
+	if (wl_prio_realtime(r->pid) != WL_OK) {
+		if (!r->rt_refused)
+			wl_log("SUP-PRIORITY", "%s %s: cannot run at real-time "
+			    "priority: %s (it needs root, CAP_SYS_NICE or an "
+			    "RLIMIT_RTPRIO of 1 or more); runs at normal "
+			    "priority", r->kind, r->name, strerror(errno));
+		r->rt_refused = true;
+		return;
+	}
+	r->realtime = true;
+	wl_prio_watch_start(&r->rt_watch, r->pid, wl_clock_now());
+}
+
+/*
+ * A real-time process that keeps a CPU busy starves every process of the
+ * normal class on that CPU, the engine included: back to normal with it,
+ * for the rest of its life.
+ */
+static void
+watch_priority(wl_runner *r, ev_tstamp now)
+{
+	unsigned moved = 0;
+	double share;
+
+	if (!r->realtime || r->pid <= 0 ||
+	    !wl_prio_watch_busy(&r->rt_watch, r->pid, now, &share))
+		return;
+	r->realtime = false;
+	if (wl_prio_normal(r->pid, &moved) != WL_OK)
+		return; /* gone: its exit is being handled */
+	wl_log("SUP-PRIORITY", "%s %s pid %d used %.0f%% of a CPU over %.1f s: "
+	    "back to normal priority (%u thread(s)), so that it cannot starve "
+	    "the engine", r->kind, r->name, (int)r->pid, share * 100.0,
+	    WL_PRIO_WINDOW_S, moved);
+}
+
 static void
 spawn(wl_runner *r)
 {
@@ -716,6 +770,7 @@ spawn(wl_runner *r)
 		return;
 	}
 	r->pid = pid;
+	set_priority(r);
 	r->ever_ready = false;
 	r->said_goodbye = false;
 	r->ping_sent = 0;
@@ -922,6 +977,7 @@ wl_runner_tick(wl_runner *r, ev_tstamp now)
 	const wl_limits *lim = r->cfg.limits;
 	char msg[160];
 
+	watch_priority(r, now);
 	switch (r->state) {
 	case RS_STARTING:
 	case RS_ASSIGNING:

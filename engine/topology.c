@@ -625,7 +625,7 @@ parse_program(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val,
     wl_program *p)
 {
 	static const char *const keys[] = { "argv", "instances", "env", "cwd",
-		NULL };
+		"priority", NULL };
 	const wl_yamlnode *v;
 	const char        *s;
 	char               owner[160];
@@ -666,6 +666,19 @@ parse_program(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val,
 		snprintf(label, sizeof(label), "%s instances", owner);
 		if (get_uint(c, v, label, 1, 256, &u)) {
 			p->instances = (uint32_t) u;
+		}
+	}
+
+	if ((v = wl_yamltree_find(val, "priority", NULL)) != NULL) {
+		static const char *const prio_names[] = { "normal", "realtime",
+			NULL };
+		static const int prio_values[] = { WL_PRIORITY_NORMAL,
+			WL_PRIORITY_REALTIME };
+		int e;
+
+		snprintf(label, sizeof(label), "%s priority", owner);
+		if (get_enum(c, v, label, prio_names, prio_values, &e)) {
+			p->priority = (wl_priority) e;
 		}
 	}
 

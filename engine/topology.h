@@ -41,6 +41,13 @@ typedef enum {
 	WL_FRAMING_LINE = 2,   /* one event per line, '\n' stripped */
 } wl_framing;
 
+/* The scheduling class the engine starts a program's processes in
+ * (engine/prio.h). */
+typedef enum {
+	WL_PRIORITY_NORMAL = 0,   /* the default: the kernel's normal class */
+	WL_PRIORITY_REALTIME = 1, /* SCHED_FIFO 1 while it is not busy */
+} wl_priority;
+
 typedef struct {
 	char *name;
 	char **argv;      /* NULL-terminated, argv[0] looked up in PATH */
@@ -49,6 +56,7 @@ typedef struct {
 	size_t envc;
 	char *cwd;        /* NULL: the topology file's directory */
 	uint32_t instances;
+	wl_priority priority;
 } wl_program;
 
 typedef struct {

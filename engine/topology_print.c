@@ -168,7 +168,9 @@ wl_topology_print(const wl_topology *t, FILE *f)
 			fputs(j ? ", " : "", f);
 			put_str(f, p->argv[j]);
 		}
-		fprintf(f, "]\n    instances: %u\n    env: [", p->instances);
+		fprintf(f, "]\n    instances: %u\n    priority: %s\n    env: [",
+		    p->instances, p->priority == WL_PRIORITY_REALTIME ?
+		    "realtime" : "normal");
 		for (size_t j = 0; j < p->envc; j++) {
 			fputs(j ? ", " : "", f);
 			put_str(f, p->env[j]);

@@ -27,18 +27,20 @@ def engine_binary():
 class Engine:
     """A running wallaroo-engine, its stderr collected line by line."""
 
-    def __init__(self, args, cwd, group=False, nofile=None, env=None):
+    def __init__(self, args, cwd, group=False, nofile=None, env=None, wrap=()):
         self.lines = []
         self.cond = threading.Condition()
         # group: the engine leads its own process group, so that a crash of
         # the whole machine (engine and children) can be simulated.
         # nofile: the engine's limit on open descriptors (RLIMIT_NOFILE).
         # env: variables added to the engine's environment.
+        # wrap: a command that execs the engine (setpriv, to drop a
+        # capability), placed before it.
         limit = None
         if nofile is not None:
             limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.proc = subprocess.Popen(
-            [engine_binary()] + args, cwd=cwd, stdout=subprocess.PIPE,
+            list(wrap) + [engine_binary()] + args, cwd=cwd, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, start_new_session=group,
             preexec_fn=limit, env=None if env is None else dict(os.environ, **env))
         self.group = group
@@ -160,11 +162,11 @@ def engine(tmp_path):
     directory and starts the engine on it."""
     started = []
 
-    def start(topology, *extra, group=False, nofile=None, env=None):
+    def start(topology, *extra, group=False, nofile=None, env=None, wrap=()):
         path = tmp_path / "topology.yaml"
         path.write_text(topology)
         e = Engine(["--topology", str(path)] + list(extra), cwd=str(tmp_path),
-                   group=group, nofile=nofile, env=env)
+                   group=group, nofile=nofile, env=env, wrap=wrap)
         started.append(e)
         return e
 

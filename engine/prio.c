@@ -1,0 +1,129 @@
+/*
+ * prio.c -- real-time priority for the programs that ask for it, and the
+ * watch that takes it back from a busy one (prio.h says why).
+ */
+#include "prio.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The lowest real-time priority: above every normal process, below the
+ * kernel's own real-time threads and anything an operator raised. */
+#define RT_PRIORITY 1
+
+wl_err
+wl_prio_realtime(int pid)
+{
+	struct sched_param sp = { .sched_priority = RT_PRIORITY };
+
+	/* Without SCHED_RESET_ON_FORK: the threads a runtime starts later
+	 * (Go's) inherit the class, which is the point. */
+	return sched_setscheduler(pid, SCHED_FIFO, &sp) == 0 ? WL_OK :
+	    WL_ERR_IO;
+}
+
+wl_err
+wl_prio_normal(int pid, unsigned *moved)
+{
+	struct sched_param sp = { .sched_priority = 0 };
+	char path[64];
+	struct dirent *de;
+	DIR *d;
+
+	*moved = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	if ((d = opendir(path)) == NULL)
+		return WL_ERR_IO;
+	/* A thread started while we walk the list inherits the class of the
+	 * thread that started it: if that one was still real-time, a second
+	 * pass catches it. Two are enough for the runtimes we start (their
+	 * threads are started by threads of the first pass). */
+	for (int pass = 0; pass < 2; pass++) {
+		unsigned n = 0;
+
+		rewinddir(d);
+		while ((de = readdir(d)) != NULL) {
+			char *end;
+			long tid = strtol(de->d_name, &end, 10);
+
+			if (*end != '\0' || tid <= 0)
+				continue;
+			if (sched_getscheduler((pid_t)tid) == SCHED_OTHER)
+				continue;
+			if (sched_setscheduler((pid_t)tid, SCHED_OTHER, &sp) == 0)
+				n++;
+		}
+		*moved += n;
+		if (n == 0)
+			break;
+	}
+	closedir(d);
+	return WL_OK;
+}
+
+wl_err
+wl_prio_cpu_ns(int pid, uint64_t *ns)
+{
+	char path[64], buf[1024];
+	unsigned long long ut, st;
+	long hz = sysconf(_SC_CLK_TCK);
+	const char *p;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return WL_ERR_IO;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return WL_ERR_IO;
+	buf[n] = '\0';
+	/* The command name (field 2) may hold spaces and parentheses: the
+	 * fields that follow start after its last ')'. utime and stime are
+	 * fields 14 and 15, the 12th and 13th after it. */
+	if ((p = strrchr(buf, ')')) == NULL)
+		return WL_ERR_IO;
+	if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+	    "%llu %llu", &ut, &st) != 2 || hz <= 0)
+		return WL_ERR_IO;
+	*ns = (ut + st) * (1000000000ull / (unsigned long long)hz);
+	return WL_OK;
+}
+
+void
+wl_prio_watch_start(wl_prio_watch *w, int pid, double now)
+{
+	w->since = now;
+	w->armed = wl_prio_cpu_ns(pid, &w->cpu_ns) == WL_OK;
+}
+
+bool
+wl_prio_watch_busy(wl_prio_watch *w, int pid, double now, double *share)
+{
+	uint64_t cpu;
+	double s;
+
+	if (!w->armed) {
+		wl_prio_watch_start(w, pid, now);
+		return false;
+	}
+	if (now - w->since < WL_PRIO_WINDOW_S)
+		return false;
+	if (wl_prio_cpu_ns(pid, &cpu) != WL_OK) {
+		w->armed = false;
+		return false;
+	}
+	s = cpu > w->cpu_ns ? (double)(cpu - w->cpu_ns) / 1e9 /
+	    (now - w->since) : 0.0;
+	w->since = now;
+	w->cpu_ns = cpu;
+	*share = s;
+	return s > WL_PRIO_MAX_SHARE;
+}

@@ -1,0 +1,64 @@
+/*
+ * prio.h -- the scheduling class of the programs the engine starts.
+ *
+ * A program with `priority: realtime` runs under SCHED_FIFO at the lowest
+ * real-time priority. Why: on a kernel built without preemption of kernel
+ * code (PREEMPT_NONE, as on the benchmark machine), a kernel thread such
+ * as kdamond holds a CPU for 1-2 ms at a time, and a woken process of the
+ * normal class waits behind it even with the other CPU idle; only a
+ * real-time wake-up makes the kernel thread yield at once (docs/design.md,
+ * "Real-time priority"). A real-time process that keeps a CPU busy would
+ * starve everything else of the normal class, the engine included, so the
+ * engine watches each one's CPU time and puts a busy one back to normal
+ * (wl_prio_watch).
+ */
+#ifndef WL_PRIO_H
+#define WL_PRIO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "err.h"
+
+/* The share of one CPU a real-time program may use, measured over
+ * WL_PRIO_WINDOW_S, before it goes back to the normal class. A program
+ * serving events as they come sleeps most of the time (a Python Market
+ * Spread runner at 100,000 events/s: about 0.4); one that is at 0.8 is
+ * saturated, where latency is queueing and priority buys nothing. */
+#define WL_PRIO_MAX_SHARE 0.8
+#define WL_PRIO_WINDOW_S 1.0
+
+/* Moves process `pid` (all its threads, and what it starts later) to
+ * SCHED_FIFO, priority 1. WL_ERR_IO with errno set when the kernel
+ * refuses (EPERM: not root, no CAP_SYS_NICE and RLIMIT_RTPRIO 0). */
+wl_err wl_prio_realtime(int pid);
+
+/* Moves every thread of process `pid` to the normal class (SCHED_OTHER,
+ * nice 0). Returns the number of threads moved; threads that exited
+ * meanwhile are skipped. WL_ERR_IO with errno set when the process's
+ * thread list cannot be read. */
+wl_err wl_prio_normal(int pid, unsigned *moved);
+
+/* The CPU time process `pid` has used so far (user and system, all its
+ * threads), in nanoseconds, from /proc/<pid>/stat. */
+wl_err wl_prio_cpu_ns(int pid, uint64_t *ns);
+
+/* Watches one real-time process's CPU use. Plain data: zero it (or call
+ * wl_prio_watch_start) for each new process. */
+typedef struct {
+	double since;       /* start of the current window, loop time */
+	uint64_t cpu_ns;    /* the process's CPU time then */
+	bool armed;
+} wl_prio_watch;
+
+/* Starts watching process `pid` at loop time `now`. */
+void wl_prio_watch_start(wl_prio_watch *w, int pid, double now);
+
+/* Called now and then (the engine's 50 ms cron): at the end of each
+ * window, true when the process used more than WL_PRIO_MAX_SHARE of a
+ * CPU in it, with that share in *share. False otherwise, and when its
+ * CPU time cannot be read (it has exited: its supervisor will know). */
+bool wl_prio_watch_busy(wl_prio_watch *w, int pid, double now,
+    double *share);
+
+#endif
