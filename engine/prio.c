@@ -17,34 +17,27 @@
  * kernel's own real-time threads and anything an operator raised. */
 #define RT_PRIORITY 1
 
-wl_err
-wl_prio_realtime(int pid)
+/*
+ * Sets the class of every thread of process `pid`. A thread started while
+ * we walk the list inherits the class of the thread that started it: if
+ * that one had not been moved yet, a second pass catches it (the runtimes
+ * we start create their threads from threads of the first pass).
+ */
+static wl_err
+set_all(int pid, int policy, int priority, unsigned *moved)
 {
-	struct sched_param sp = { .sched_priority = RT_PRIORITY };
-
-	/* Without SCHED_RESET_ON_FORK: the threads a runtime starts later
-	 * (Go's) inherit the class, which is the point. */
-	return sched_setscheduler(pid, SCHED_FIFO, &sp) == 0 ? WL_OK :
-	    WL_ERR_IO;
-}
-
-wl_err
-wl_prio_normal(int pid, unsigned *moved)
-{
-	struct sched_param sp = { .sched_priority = 0 };
+	struct sched_param sp = { .sched_priority = priority };
 	char path[64];
 	struct dirent *de;
+	wl_err rc = WL_OK;
+	int saved = 0;
 	DIR *d;
 
 	*moved = 0;
 	snprintf(path, sizeof(path), "/proc/%d/task", pid);
 	if ((d = opendir(path)) == NULL)
 		return WL_ERR_IO;
-	/* A thread started while we walk the list inherits the class of the
-	 * thread that started it: if that one was still real-time, a second
-	 * pass catches it. Two are enough for the runtimes we start (their
-	 * threads are started by threads of the first pass). */
-	for (int pass = 0; pass < 2; pass++) {
+	for (int pass = 0; pass < 2 && rc == WL_OK; pass++) {
 		unsigned n = 0;
 
 		rewinddir(d);
@@ -52,19 +45,38 @@ wl_prio_normal(int pid, unsigned *moved)
 			char *end;
 			long tid = strtol(de->d_name, &end, 10);
 
-			if (*end != '\0' || tid <= 0)
+			if (*end != '\0' || tid <= 0 ||
+			    sched_getscheduler((pid_t)tid) == policy)
 				continue;
-			if (sched_getscheduler((pid_t)tid) == SCHED_OTHER)
-				continue;
-			if (sched_setscheduler((pid_t)tid, SCHED_OTHER, &sp) == 0)
+			if (sched_setscheduler((pid_t)tid, policy, &sp) == 0) {
 				n++;
+			} else if (errno != ESRCH) { /* ESRCH: it exited */
+				saved = errno;
+				rc = WL_ERR_IO;
+				break;
+			}
 		}
 		*moved += n;
 		if (n == 0)
 			break;
 	}
 	closedir(d);
-	return WL_OK;
+	errno = saved;
+	return rc;
+}
+
+wl_err
+wl_prio_realtime(int pid, unsigned *moved)
+{
+	/* Without SCHED_RESET_ON_FORK: the threads a runtime starts later
+	 * (Go's) inherit the class, which is the point. */
+	return set_all(pid, SCHED_FIFO, RT_PRIORITY, moved);
+}
+
+wl_err
+wl_prio_normal(int pid, unsigned *moved)
+{
+	return set_all(pid, SCHED_OTHER, 0, moved);
 }
 
 wl_err

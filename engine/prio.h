@@ -28,15 +28,15 @@
 #define WL_PRIO_MAX_SHARE 0.8
 #define WL_PRIO_WINDOW_S 1.0
 
-/* Moves process `pid` (all its threads, and what it starts later) to
- * SCHED_FIFO, priority 1. WL_ERR_IO with errno set when the kernel
- * refuses (EPERM: not root, no CAP_SYS_NICE and RLIMIT_RTPRIO 0). */
-wl_err wl_prio_realtime(int pid);
+/* Moves every thread of process `pid` to SCHED_FIFO, priority 1; the
+ * threads they start later inherit it. *moved: how many threads moved
+ * (threads that exited meanwhile are skipped). WL_ERR_IO with errno set
+ * when the kernel refuses (EPERM: not root, no CAP_SYS_NICE and
+ * RLIMIT_RTPRIO 0) or the process's thread list cannot be read. */
+wl_err wl_prio_realtime(int pid, unsigned *moved);
 
-/* Moves every thread of process `pid` to the normal class (SCHED_OTHER,
- * nice 0). Returns the number of threads moved; threads that exited
- * meanwhile are skipped. WL_ERR_IO with errno set when the process's
- * thread list cannot be read. */
+/* Moves every thread of process `pid` back to the normal class
+ * (SCHED_OTHER, nice unchanged). Errors as wl_prio_realtime. */
 wl_err wl_prio_normal(int pid, unsigned *moved);
 
 /* The CPU time process `pid` has used so far (user and system, all its

@@ -64,7 +64,8 @@ main(void)
 	 * back to normal for all its threads. */
 	TAP_OK(wl_prio_normal(getpid(), &moved) == WL_OK && moved == 0,
 	    "a normal process has no thread to move (%u)", moved);
-	if (wl_prio_realtime(getpid()) == WL_OK) {
+	if (wl_prio_realtime(getpid(), &moved) == WL_OK) {
+		TAP_OK(moved == 1, "one thread moved to real-time (%u)", moved);
 		TAP_OK(sched_getscheduler(0) == SCHED_FIFO, "now real-time");
 		TAP_OK(wl_prio_normal(getpid(), &moved) == WL_OK && moved == 1 &&
 		    sched_getscheduler(0) == SCHED_OTHER, "back to normal: "

@@ -106,6 +106,8 @@ set_state(wl_runner *r, runner_state s)
 	r->state_since = wl_clock_now();
 }
 
+static void set_priority(wl_runner *r);
+
 const char *
 wl_runner_name(const wl_runner *r)
 {
@@ -328,6 +330,7 @@ on_hello(wl_runner *r, const Wallaroo__V1__Hello *h)
 	if (r->role != WL_SLOT_RUNNER) {
 		/* A connector has nothing to be assigned: it is ready. */
 		set_state(r, RS_READY);
+		set_priority(r);
 		r->ever_ready = true;
 		r->said_goodbye = false;
 		r->last_reply = wl_clock_now();
@@ -360,6 +363,7 @@ on_frame(wl_runner *r, const wl_frame *f)
 	case WALLAROO__V1__FRAME__BODY_READY:
 		if (r->state == RS_ASSIGNING && r->role == WL_SLOT_RUNNER) {
 			set_state(r, RS_READY);
+			set_priority(r);
 			r->ever_ready = true;
 			r->last_reply = wl_clock_now();
 			wl_log("RUN-READY", "runner %s pid %d serves %zu step(s)",
@@ -659,18 +663,23 @@ exec_failure(wl_runner *r, int fd)
 }
 
 /*
- * Moves the child just forked to real-time priority when its program asks
- * (prio.h says why). From the engine rather than in the child: a refusal
- * can be logged here, and the class survives the child's exec. A refusal
- * is no failure: the program runs at normal priority, said once per slot.
+ * Moves the process that just became ready to real-time priority when its
+ * program asks (prio.h says why). At ready, not at fork: start-up (an
+ * interpreter importing its libraries can take seconds of CPU) gains
+ * nothing from it and would look busy to the watch below. From the engine,
+ * so that a refusal can be logged; a refusal is no failure: the program
+ * runs at normal priority, said once per slot.
  */
 static void
 set_priority(wl_runner *r)
 {
+	unsigned moved = 0;
+
 	r->realtime = false;
-	if (r->cfg.program->priority != WL_PRIORITY_REALTIME)
+	if (r->cfg.program == NULL ||
+	    r->cfg.program->priority != WL_PRIORITY_REALTIME || r->pid <= 0)
 		return;
-	if (wl_prio_realtime(r->pid) != WL_OK) {
+	if (wl_prio_realtime(r->pid, &moved) != WL_OK) {
 		if (!r->rt_refused)
 			wl_log("SUP-PRIORITY", "%s %s: cannot run at real-time "
 			    "priority: %s (it needs root, CAP_SYS_NICE or an "
@@ -770,7 +779,7 @@ spawn(wl_runner *r)
 		return;
 	}
 	r->pid = pid;
-	set_priority(r);
+	r->realtime = false;
 	r->ever_ready = false;
 	r->said_goodbye = false;
 	r->ping_sent = 0;
