@@ -73,6 +73,13 @@ def write_runners(tmp_path):
     (tmp_path / "second.py").write_text(RUNNER % "second-tag")
 
 
+def realtime_runners(tmp_path):
+    """write_runners, for a test that needs real-time priority granted."""
+    if not realtime_permitted():
+        pytest.skip("real-time priority is not permitted to this user")
+    write_runners(tmp_path)
+
+
 def test_a_realtime_program_runs_at_realtime_priority_and_others_do_not(engine, tmp_path):
     write_runners(tmp_path)
     (tmp_path / "in.txt").write_text("a\nb\nc\n")
@@ -111,9 +118,7 @@ def test_a_refused_realtime_priority_is_logged_once_and_the_program_runs_normall
 
 
 def test_a_realtime_runner_that_keeps_a_cpu_busy_goes_back_to_normal(engine, tmp_path):
-    if not realtime_permitted():
-        pytest.skip("real-time priority is not permitted to this user")
-    write_runners(tmp_path)
+    realtime_runners(tmp_path)
     # "spin" holds its runner's CPU for 2.5 s: past the 1 s window at
     # over 80% of a CPU, the engine moves it back; the events after it
     # run in the normal class.
@@ -129,9 +134,7 @@ def test_a_realtime_runner_that_keeps_a_cpu_busy_goes_back_to_normal(engine, tmp
 
 
 def test_a_realtime_program_is_moved_once_ready_so_its_start_up_is_not_busy(engine, tmp_path):
-    if not realtime_permitted():
-        pytest.skip("real-time priority is not permitted to this user")
-    write_runners(tmp_path)
+    realtime_runners(tmp_path)
     (tmp_path / "in.txt").write_text("a\nb\n")
     # 1.5 s of CPU before it says Ready: busy by the watch's measure, had
     # the watch started at fork; it starts at Ready, when the class changes.
