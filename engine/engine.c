@@ -26,6 +26,7 @@
 #include "flow.h"
 #include "link.h"
 #include "log.h"
+#include "prio.h"
 #include "runner.h"
 #include "source.h"
 
@@ -650,6 +651,39 @@ remove_sockdir(const char *dir)
 		    strerror(errno));
 }
 
+/*
+ * Says once, at start, which class the programs left to `priority: auto`
+ * will run in, so that an operator who finds them under SCHED_FIFO (or
+ * wonders why they are not) reads why here, not once per process.
+ */
+static void
+say_priority(const wl_topology *t)
+{
+	char names[256];
+	size_t len = 0, n = 0;
+
+	names[0] = '\0';
+	for (size_t i = 0; i < t->nprograms; i++) {
+		if (t->programs[i].priority != WL_PRIORITY_AUTO)
+			continue;
+		if (len < sizeof(names))
+			len += (size_t)snprintf(names + len, sizeof(names) - len,
+			    "%s'%s'", n ? ", " : "", t->programs[i].name);
+		n++;
+	}
+	if (n == 0)
+		return;
+	if (wl_prio_permitted())
+		wl_log("SUP-PRIORITY", "program(s) %s: real-time priority once "
+		    "ready, while not busy (priority: auto, and this engine "
+		    "may give it; priority: normal turns it off)", names);
+	else
+		wl_log("SUP-PRIORITY", "program(s) %s: normal priority "
+		    "(priority: auto, and this engine may not give real-time "
+		    "priority: that needs root, CAP_SYS_NICE or an "
+		    "RLIMIT_RTPRIO of 1 or more)", names);
+}
+
 int
 wl_engine_run(const wl_topology *t, const wl_engine_opts *o)
 {
@@ -769,6 +803,7 @@ wl_engine_run(const wl_topology *t, const wl_engine_opts *o)
 	wl_log("ENGINE-START", "application '%s' from %s: %zu program(s), "
 	    "%u partitions", t->application, t->file, t->nprograms,
 	    t->partitions);
+	say_priority(t);
 	wl_flow_start(g.flow);
 	ev_run(g.loop, 0);
 

@@ -11,17 +11,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 /* The lowest real-time priority: above every normal process, below the
  * kernel's own real-time threads and anything an operator raised. */
 #define RT_PRIORITY 1
 
+/* CAP_SYS_NICE's bit in the capability sets of /proc/<pid>/status. */
+#define CAP_SYS_NICE_BIT 23
+
 /*
  * Sets the class of every thread of process `pid`. A thread started while
- * we walk the list inherits the class of the thread that started it: if
- * that one had not been moved yet, a second pass catches it (the runtimes
- * we start create their threads from threads of the first pass).
+ * we walk the list may be missed: a second pass catches those the first
+ * one's threads started, and the next call the rest.
  */
 static wl_err
 set_all(int pid, int policy, int priority, unsigned *moved)
@@ -45,6 +48,8 @@ set_all(int pid, int policy, int priority, unsigned *moved)
 			char *end;
 			long tid = strtol(de->d_name, &end, 10);
 
+			/* sched_getscheduler reports SCHED_RESET_ON_FORK
+			 * with the policy, as we set it. */
 			if (*end != '\0' || tid <= 0 ||
 			    sched_getscheduler((pid_t)tid) == policy)
 				continue;
@@ -68,9 +73,50 @@ set_all(int pid, int policy, int priority, unsigned *moved)
 wl_err
 wl_prio_realtime(int pid, unsigned *moved)
 {
-	/* Without SCHED_RESET_ON_FORK: the threads a runtime starts later
-	 * (Go's) inherit the class, which is the point. */
-	return set_all(pid, SCHED_FIFO, RT_PRIORITY, moved);
+	/* SCHED_RESET_ON_FORK: a process the program starts (a shell
+	 * command, a worker pool) is not watched, so it must not inherit a
+	 * class that could starve the machine. The threads a runtime starts
+	 * later (Go's) start normal too; the engine's watch moves them at
+	 * the end of each window. */
+	return set_all(pid, SCHED_FIFO | SCHED_RESET_ON_FORK, RT_PRIORITY,
+	    moved);
+}
+
+/* Whether CAP_SYS_NICE is in this process's effective set. */
+static bool
+has_sys_nice(void)
+{
+	char line[256];
+	bool yes = false;
+	FILE *f = fopen("/proc/self/status", "re");
+
+	if (f == NULL)
+		return false;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		unsigned long long caps;
+
+		if (sscanf(line, "CapEff: %llx", &caps) == 1) {
+			yes = (caps >> CAP_SYS_NICE_BIT) & 1;
+			break;
+		}
+	}
+	fclose(f);
+	return yes;
+}
+
+bool
+wl_prio_permitted(void)
+{
+	/* The answer cannot change while the engine runs: it drops no
+	 * capability and raises no limit. */
+	static int known = -1;
+	struct rlimit rl;
+
+	if (known < 0)
+		known = has_sys_nice() ||
+		    (getrlimit(RLIMIT_RTPRIO, &rl) == 0 &&
+		    rl.rlim_cur >= RT_PRIORITY);
+	return known == 1;
 }
 
 wl_err
@@ -116,26 +162,26 @@ wl_prio_watch_start(wl_prio_watch *w, int pid, double now)
 	w->armed = wl_prio_cpu_ns(pid, &w->cpu_ns) == WL_OK;
 }
 
-bool
-wl_prio_watch_busy(wl_prio_watch *w, int pid, double now, double *share)
+wl_prio_verdict
+wl_prio_watch_check(wl_prio_watch *w, int pid, double now, double *share)
 {
 	uint64_t cpu;
 	double s;
 
 	if (!w->armed) {
 		wl_prio_watch_start(w, pid, now);
-		return false;
+		return WL_PRIO_WAIT;
 	}
 	if (now - w->since < WL_PRIO_WINDOW_S)
-		return false;
+		return WL_PRIO_WAIT;
 	if (wl_prio_cpu_ns(pid, &cpu) != WL_OK) {
 		w->armed = false;
-		return false;
+		return WL_PRIO_WAIT;
 	}
 	s = cpu > w->cpu_ns ? (double)(cpu - w->cpu_ns) / 1e9 /
 	    (now - w->since) : 0.0;
 	w->since = now;
 	w->cpu_ns = cpu;
 	*share = s;
-	return s > WL_PRIO_MAX_SHARE;
+	return s > WL_PRIO_MAX_SHARE ? WL_PRIO_BUSY : WL_PRIO_CALM;
 }

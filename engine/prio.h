@@ -1,8 +1,9 @@
 /*
  * prio.h -- the scheduling class of the programs the engine starts.
  *
- * A program with `priority: realtime` runs under SCHED_FIFO at the lowest
- * real-time priority. Why: on a kernel built without preemption of kernel
+ * A program with `priority: realtime`, or `auto` (the default) when the
+ * engine is allowed to, runs under SCHED_FIFO at the lowest real-time
+ * priority. Why: on a kernel built without preemption of kernel
  * code (PREEMPT_NONE, as on the benchmark machine), a kernel thread such
  * as kdamond holds a CPU for 1-2 ms at a time, and a woken process of the
  * normal class waits behind it even with the other CPU idle; only a
@@ -28,12 +29,20 @@
 #define WL_PRIO_MAX_SHARE 0.8
 #define WL_PRIO_WINDOW_S 1.0
 
-/* Moves every thread of process `pid` to SCHED_FIFO, priority 1; the
- * threads they start later inherit it. *moved: how many threads moved
- * (threads that exited meanwhile are skipped). WL_ERR_IO with errno set
+/* Moves every thread of process `pid` to SCHED_FIFO, priority 1, with
+ * SCHED_RESET_ON_FORK: what they start later (threads and processes)
+ * starts in the normal class, so that no process escapes the watch below;
+ * calling it again moves the threads started since. *moved: how many
+ * threads moved (those already real-time, and those that exited
+ * meanwhile, are skipped). WL_ERR_IO with errno set
  * when the kernel refuses (EPERM: not root, no CAP_SYS_NICE and
  * RLIMIT_RTPRIO 0) or the process's thread list cannot be read. */
 wl_err wl_prio_realtime(int pid, unsigned *moved);
+
+/* True when this process may move its children to real-time priority:
+ * it has CAP_SYS_NICE, or an RLIMIT_RTPRIO of 1 or more (which its
+ * children inherit). Asked once, then remembered. */
+bool wl_prio_permitted(void);
 
 /* Moves every thread of process `pid` back to the normal class
  * (SCHED_OTHER, nice unchanged). Errors as wl_prio_realtime. */
@@ -54,11 +63,18 @@ typedef struct {
 /* Starts watching process `pid` at loop time `now`. */
 void wl_prio_watch_start(wl_prio_watch *w, int pid, double now);
 
-/* Called now and then (the engine's 50 ms cron): at the end of each
- * window, true when the process used more than WL_PRIO_MAX_SHARE of a
- * CPU in it, with that share in *share. False otherwise, and when its
- * CPU time cannot be read (it has exited: its supervisor will know). */
-bool wl_prio_watch_busy(wl_prio_watch *w, int pid, double now,
+/* What wl_prio_watch_check found. */
+typedef enum {
+	WL_PRIO_WAIT = 0, /* the window has not ended, or the process's CPU
+	                     time cannot be read (it has exited: its
+	                     supervisor will know) */
+	WL_PRIO_CALM = 1, /* a window ended with the process under the limit */
+	WL_PRIO_BUSY = 2, /* a window ended with it over WL_PRIO_MAX_SHARE */
+} wl_prio_verdict;
+
+/* Called now and then (the engine's 50 ms cron). At the end of each
+ * window, the share of a CPU the process used in it goes in *share. */
+wl_prio_verdict wl_prio_watch_check(wl_prio_watch *w, int pid, double now,
     double *share);
 
 #endif

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,30 +49,51 @@ main(void)
 	wl_prio_watch_start(&w, getpid(), 100.0);
 	TAP_OK(w.armed, "the watch starts");
 	spin(0.1);
-	TAP_OK(!wl_prio_watch_busy(&w, getpid(), 100.5, &share),
-	    "no verdict before the window ends");
-	TAP_OK(!wl_prio_watch_busy(&w, getpid(), 110.0, &share) &&
-	    share >= 0 && share < WL_PRIO_MAX_SHARE, "about 0.1 s of CPU in "
-	    "10 s is not busy (share %.3f)", share);
-	TAP_OK(!wl_prio_watch_busy(&w, getpid(), 110.5, &share),
-	    "a window shorter than WL_PRIO_WINDOW_S gives no verdict");
+	TAP_OK(wl_prio_watch_check(&w, getpid(), 100.5, &share) ==
+	    WL_PRIO_WAIT, "no verdict before the window ends");
+	TAP_OK(wl_prio_watch_check(&w, getpid(), 110.0, &share) ==
+	    WL_PRIO_CALM && share >= 0 && share < WL_PRIO_MAX_SHARE,
+	    "about 0.1 s of CPU in 10 s is calm (share %.3f)", share);
+	TAP_OK(wl_prio_watch_check(&w, getpid(), 110.5, &share) ==
+	    WL_PRIO_WAIT, "a window shorter than WL_PRIO_WINDOW_S gives no "
+	    "verdict");
 	spin(0.9);
-	TAP_OK(wl_prio_watch_busy(&w, getpid(), 111.0, &share) &&
-	    share > WL_PRIO_MAX_SHARE, "0.9 s of CPU in a window of 1 s is "
-	    "busy (share %.2f)", share);
+	TAP_OK(wl_prio_watch_check(&w, getpid(), 111.0, &share) ==
+	    WL_PRIO_BUSY && share > WL_PRIO_MAX_SHARE, "0.9 s of CPU in a "
+	    "window of 1 s is busy (share %.2f)", share);
+	TAP_OK(wl_prio_watch_check(&w, 0x7ffffff0, 113.0, &share) ==
+	    WL_PRIO_WAIT && !w.armed, "a process that is gone: no verdict, "
+	    "and the watch disarms");
 
 	/* The class itself: real-time when the kernel lets this process,
 	 * back to normal for all its threads. */
 	TAP_OK(wl_prio_normal(getpid(), &moved) == WL_OK && moved == 0,
 	    "a normal process has no thread to move (%u)", moved);
 	if (wl_prio_realtime(getpid(), &moved) == WL_OK) {
+		pid_t child;
+		int status = -1;
+
+		TAP_OK(wl_prio_permitted(), "permitted, as the kernel agreed");
 		TAP_OK(moved == 1, "one thread moved to real-time (%u)", moved);
-		TAP_OK(sched_getscheduler(0) == SCHED_FIFO, "now real-time");
+		TAP_OK(sched_getscheduler(0) ==
+		    (SCHED_FIFO | SCHED_RESET_ON_FORK), "now real-time, and "
+		    "what it starts will not be");
+		TAP_OK(wl_prio_realtime(getpid(), &moved) == WL_OK &&
+		    moved == 0, "again: no thread left to move (%u)", moved);
+		/* A child reports its class through its exit status. */
+		if ((child = fork()) == 0)
+			_exit(sched_getscheduler(0) == SCHED_OTHER ? 7 : 8);
+		waitpid(child, &status, 0);
+		TAP_OK(WIFEXITED(status) && WEXITSTATUS(status) == 7,
+		    "a process it starts runs in the normal class (%d)",
+		    status);
 		TAP_OK(wl_prio_normal(getpid(), &moved) == WL_OK && moved == 1 &&
 		    sched_getscheduler(0) == SCHED_OTHER, "back to normal: "
 		    "%u thread moved", moved);
 	} else {
 		TAP_OK(errno == EPERM, "refused: EPERM (not permitted here)");
+		TAP_OK(!wl_prio_permitted(), "and not permitted by our own "
+		    "reckoning");
 		TAP_OK(sched_getscheduler(0) == SCHED_OTHER, "still normal");
 	}
 	return TAP_DONE();

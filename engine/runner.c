@@ -93,8 +93,9 @@ struct wl_runner {
 	uint32_t inflight_head, inflight;
 	char why[160];           /* why the current incarnation was killed */
 	bool realtime;           /* this incarnation runs at real-time
-	                            priority (its program asks, the kernel
-	                            agreed, and it has not been busy) */
+	                            priority (its program asks or leaves it
+	                            to `auto`, the kernel agreed, and it has
+	                            not been busy) */
 	bool rt_refused;         /* the kernel refused it once: said so */
 	wl_prio_watch rt_watch;  /* its CPU use while real-time */
 };
@@ -664,20 +665,27 @@ exec_failure(wl_runner *r, int fd)
 
 /*
  * Moves the process that just became ready to real-time priority when its
- * program asks (prio.h says why). At ready, not at fork: start-up (an
+ * program asks, or leaves it to the default (`auto`) and the engine is
+ * permitted (prio.h says why). At ready, not at fork: start-up (an
  * interpreter importing its libraries can take seconds of CPU) gains
  * nothing from it and would look busy to the watch below. From the engine,
  * so that a refusal can be logged; a refusal is no failure: the program
- * runs at normal priority, said once per slot.
+ * runs at normal priority, said once per slot. Under `auto` without the
+ * permission nothing is tried: the engine said so once at start
+ * (say_priority in engine.c).
  */
 static void
 set_priority(wl_runner *r)
 {
 	unsigned moved = 0;
+	wl_priority p;
 
 	r->realtime = false;
-	if (r->cfg.program == NULL ||
-	    r->cfg.program->priority != WL_PRIORITY_REALTIME || r->pid <= 0)
+	if (r->cfg.program == NULL || r->pid <= 0)
+		return;
+	p = r->cfg.program->priority;
+	if (p == WL_PRIORITY_NORMAL ||
+	    (p == WL_PRIORITY_AUTO && !wl_prio_permitted()))
 		return;
 	if (wl_prio_realtime(r->pid, &moved) != WL_OK) {
 		if (!r->rt_refused)
@@ -695,7 +703,8 @@ set_priority(wl_runner *r)
 /*
  * A real-time process that keeps a CPU busy starves every process of the
  * normal class on that CPU, the engine included: back to normal with it,
- * for the rest of its life.
+ * for the rest of its life. One that is calm gets the threads it started
+ * since (they start normal: prio.h) moved as well.
  */
 static void
 watch_priority(wl_runner *r, ev_tstamp now)
@@ -703,9 +712,19 @@ watch_priority(wl_runner *r, ev_tstamp now)
 	unsigned moved = 0;
 	double share;
 
-	if (!r->realtime || r->pid <= 0 ||
-	    !wl_prio_watch_busy(&r->rt_watch, r->pid, now, &share))
+	if (!r->realtime || r->pid <= 0)
 		return;
+	switch (wl_prio_watch_check(&r->rt_watch, r->pid, now, &share)) {
+	case WL_PRIO_WAIT:
+		return;
+	case WL_PRIO_CALM:
+		/* A failure here is the process exiting: its exit is being
+		 * handled. */
+		(void)wl_prio_realtime(r->pid, &moved);
+		return;
+	case WL_PRIO_BUSY:
+		break;
+	}
 	r->realtime = false;
 	if (wl_prio_normal(r->pid, &moved) != WL_OK)
 		return; /* gone: its exit is being handled */

@@ -670,10 +670,10 @@ parse_program(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val,
 	}
 
 	if ((v = wl_yamltree_find(val, "priority", NULL)) != NULL) {
-		static const char *const prio_names[] = { "normal", "realtime",
-			NULL };
-		static const int prio_values[] = { WL_PRIORITY_NORMAL,
-			WL_PRIORITY_REALTIME };
+		static const char *const prio_names[] = { "auto", "normal",
+			"realtime", NULL };
+		static const int prio_values[] = { WL_PRIORITY_AUTO,
+			WL_PRIORITY_NORMAL, WL_PRIORITY_REALTIME };
 		int e;
 
 		snprintf(label, sizeof(label), "%s priority", owner);

@@ -44,8 +44,12 @@ typedef enum {
 /* The scheduling class the engine starts a program's processes in
  * (engine/prio.h). */
 typedef enum {
-	WL_PRIORITY_NORMAL = 0,   /* the default: the kernel's normal class */
-	WL_PRIORITY_REALTIME = 1, /* SCHED_FIFO 1 while it is not busy */
+	WL_PRIORITY_AUTO = 0,     /* the default: REALTIME when the engine is
+	                             permitted (wl_prio_permitted), else
+	                             NORMAL, without a complaint per process */
+	WL_PRIORITY_NORMAL = 1,   /* the kernel's normal class */
+	WL_PRIORITY_REALTIME = 2, /* SCHED_FIFO 1 while it is not busy; a
+	                             refusal is logged */
 } wl_priority;
 
 typedef struct {

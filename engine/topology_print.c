@@ -170,7 +170,8 @@ wl_topology_print(const wl_topology *t, FILE *f)
 		}
 		fprintf(f, "]\n    instances: %u\n    priority: %s\n    env: [",
 		    p->instances, p->priority == WL_PRIORITY_REALTIME ?
-		    "realtime" : "normal");
+		    "realtime" : p->priority == WL_PRIORITY_NORMAL ? "normal" :
+		    "auto");
 		for (size_t j = 0; j < p->envc; j++) {
 			fputs(j ? ", " : "", f);
 			put_str(f, p->env[j]);

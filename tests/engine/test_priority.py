@@ -1,7 +1,10 @@
-"""Programs with `priority: realtime`: the engine starts them under
-SCHED_FIFO when the kernel lets it, says so when it does not, and puts a
-real-time runner that keeps a CPU busy back to the normal class
-(engine/prio.h). Each runner reports the class it ran in for every event."""
+"""Program priorities: `realtime` runs a program's processes under
+SCHED_FIFO when the kernel lets the engine, and says so when it does not;
+`auto`, the default, does the same when the engine is permitted and runs
+them normally, said once, when it is not; `normal` never. A real-time
+runner that keeps a CPU busy goes back to the normal class, and what it
+starts starts normal (engine/prio.h). Each runner reports the class it ran
+in for every event."""
 import os
 import subprocess
 import sys
@@ -12,11 +15,36 @@ from conftest import ROOT
 
 RUNNER = '''
 import os
+import subprocess
+import sys
+import threading
 import time
 
 import wallaroo
 
 NAMES = {os.SCHED_OTHER: "other", os.SCHED_FIFO: "fifo"}
+
+
+def klass():
+    # The engine sets SCHED_RESET_ON_FORK with SCHED_FIFO: not a class.
+    return NAMES.get(os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK, "?")
+
+
+def later_thread_class():
+    # A thread started now, after the engine moved this process, starts
+    # normal; the engine's watch moves it at the end of its 1 s window.
+    seen = []
+
+    def look():
+        end = time.monotonic() + 10
+        while klass() != "fifo" and time.monotonic() < end:
+            time.sleep(0.05)
+        seen.append(klass())
+
+    t = threading.Thread(target=look)
+    t.start()
+    t.join()
+    return seen[0]
 
 
 def spin(seconds):
@@ -33,7 +61,17 @@ def tag(data):
     # "spin": keep the CPU busy for a while first, as a runaway loop would.
     if data == b"spin":
         spin(float(os.environ.get("SPIN_S", "0")))
-    return data + b" " + NAMES.get(os.sched_getscheduler(0), "?").encode()
+    # "child": the class of a process it starts, not its own.
+    if data == b"child":
+        probe = ("import os; print({0: 'other', 1: 'fifo'}.get("
+                 "os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK, '?'))")
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True,
+                             check=True).stdout.strip()
+        return data + b" " + out
+    # "thread": the class of a thread it starts now, once the engine had time.
+    if data == b"thread":
+        return data + b" " + later_thread_class().encode()
+    return data + b" " + klass().encode()
 
 
 if __name__ == "__main__":
@@ -52,9 +90,11 @@ def realtime_permitted():
     return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
 
 
-def topology(first="", second="", spin_s=0, start_spin_s=0):
+def topology(first="", second=", priority: normal", spin_s=0, start_spin_s=0):
     """Two programs in a row: `rt` serves step `first-tag`, `plain` step
-    `second-tag`; each appends the class it ran in to every event."""
+    `second-tag`; each appends the class it ran in to every event. `first`
+    and `second` go into their program's map (leave `first` empty for the
+    default)."""
     env = "{PYTHONPATH: %s/sdk-python, SPIN_S: '%s', START_SPIN_S: '%s'}" % (
         ROOT, spin_s, start_spin_s)
     return ("application: prio\nprograms:\n"
@@ -73,6 +113,15 @@ def write_runners(tmp_path):
     (tmp_path / "second.py").write_text(RUNNER % "second-tag")
 
 
+def run(engine, tmp_path, lines, topo, wrap=()):
+    """Runs `topo` over the events `lines` to its end; returns the engine
+    and the sorted outputs."""
+    (tmp_path / "in.txt").write_text("".join(line + "\n" for line in lines))
+    e = engine(topo, wrap=wrap)
+    assert e.wait() == 0, e.log()
+    return e, sorted((tmp_path / "out.txt").read_text().splitlines())
+
+
 def realtime_runners(tmp_path):
     """write_runners, for a test that needs real-time priority granted."""
     if not realtime_permitted():
@@ -82,10 +131,7 @@ def realtime_runners(tmp_path):
 
 def test_a_realtime_program_runs_at_realtime_priority_and_others_do_not(engine, tmp_path):
     write_runners(tmp_path)
-    (tmp_path / "in.txt").write_text("a\nb\nc\n")
-    e = engine(topology(first=", priority: realtime", second=", priority: normal"))
-    assert e.wait() == 0, e.log()
-    out = sorted((tmp_path / "out.txt").read_text().splitlines())
+    e, out = run(engine, tmp_path, ["a", "b", "c"], topology(first=", priority: realtime"))
     if realtime_permitted():
         assert out == ["a fifo other", "b fifo other", "c fifo other"]
         assert e.count("SUP-PRIORITY") == 0, e.log()
@@ -95,26 +141,66 @@ def test_a_realtime_program_runs_at_realtime_priority_and_others_do_not(engine, 
                    r"Operation not permitted \(it needs root, CAP_SYS_NICE")
 
 
-def test_a_refused_realtime_priority_is_logged_once_and_the_program_runs_normally(
-        engine, tmp_path):
-    write_runners(tmp_path)
-    (tmp_path / "in.txt").write_text("a\ncrash\nb\n")
-    wrap = ()
+def refusing_wrap():
+    """The argv prefix that starts the engine without the right to give
+    real-time priority."""
     if os.geteuid() == 0:
         # Root may do it: run the engine without the capability that lets it.
-        wrap = ("setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice", "--")
-    elif realtime_permitted():
+        return ("setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice", "--")
+    if realtime_permitted():
         pytest.skip("this user may use real-time priority (RLIMIT_RTPRIO) and cannot give it up")
-    # The runner crashes once, and its second incarnation is refused as
-    # well: still one log line.
-    e = engine(topology(first=", priority: realtime"), wrap=wrap)
-    assert e.wait() == 0, e.log()
-    assert sorted((tmp_path / "out.txt").read_text().splitlines()) == [
-        "a other other", "b other other", "crash other other"]
+    return ()
+
+
+def test_by_default_a_program_runs_at_realtime_priority_when_the_engine_may_give_it(
+        engine, tmp_path):
+    realtime_runners(tmp_path)
+    e, out = run(engine, tmp_path, ["a", "b"], topology())
+    assert out == ["a fifo other", "b fifo other"]
+    # Said once, at start, naming the programs left to the default only.
+    assert e.count(r"SUP-PRIORITY program\(s\) 'rt': real-time priority once ready, "
+                   r"while not busy \(priority: auto, and this engine may give it; "
+                   r"priority: normal turns it off\)") == 1, e.log()
+    assert e.count("SUP-PRIORITY") == 1, e.log()
+
+
+def test_what_a_realtime_program_starts_starts_normal_and_its_threads_are_moved(
+        engine, tmp_path):
+    realtime_runners(tmp_path)
+    # A process it starts is not watched, so it must not be real-time; a
+    # thread it starts is, and is moved at the end of the watch's window.
+    e, out = run(engine, tmp_path, ["child", "thread", "after"],
+                 topology(first=", priority: realtime"))
+    assert out == ["after fifo other", "child other other", "thread fifo other"]
+    assert e.count("SUP-PRIORITY") == 0, e.log()
+
+
+# Where the engine may not give real-time priority: under `auto` (both
+# programs) the engine says so once at start and tries nothing; under
+# `realtime` the kernel refuses and the slot says so, once although its
+# runner crashes and its second incarnation is refused as well.
+REFUSALS = {
+    "auto": ("", "", r"SUP-PRIORITY program\(s\) 'rt', 'plain': normal priority \(priority: "
+             r"auto, and this engine may not give real-time priority: that needs root, "
+             r"CAP_SYS_NICE or an RLIMIT_RTPRIO of 1 or more\)"),
+    "realtime": (", priority: realtime", ", priority: normal",
+                 r"SUP-PRIORITY runner rt/0: cannot run at real-time priority: Operation not "
+                 r"permitted \(it needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of 1 or "
+                 r"more\); runs at normal priority"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_where_realtime_priority_is_not_permitted_programs_run_normally_said_once(
+        engine, tmp_path, case):
+    first, second, said = REFUSALS[case]
+    write_runners(tmp_path)
+    e, out = run(engine, tmp_path, ["a", "crash", "b"], topology(first, second),
+                 wrap=refusing_wrap())
+    assert out == ["a other other", "b other other", "crash other other"]
     e.wait_for(r"SUP-SPAWN runner rt/0 pid \d+: .* \(incarnation 2\)")
-    assert e.count(r"SUP-PRIORITY runner rt/0: cannot run at real-time priority: "
-                   r"Operation not permitted \(it needs root, CAP_SYS_NICE or an "
-                   r"RLIMIT_RTPRIO of 1 or more\); runs at normal priority") == 1, e.log()
+    assert e.count(said) == 1, e.log()
+    assert e.count("SUP-PRIORITY") == 1, e.log()
 
 
 def test_a_realtime_runner_that_keeps_a_cpu_busy_goes_back_to_normal(engine, tmp_path):
@@ -135,11 +221,9 @@ def test_a_realtime_runner_that_keeps_a_cpu_busy_goes_back_to_normal(engine, tmp
 
 def test_a_realtime_program_is_moved_once_ready_so_its_start_up_is_not_busy(engine, tmp_path):
     realtime_runners(tmp_path)
-    (tmp_path / "in.txt").write_text("a\nb\n")
     # 1.5 s of CPU before it says Ready: busy by the watch's measure, had
     # the watch started at fork; it starts at Ready, when the class changes.
-    e = engine(topology(first=", priority: realtime", start_spin_s=1.5))
-    assert e.wait() == 0, e.log()
-    assert sorted((tmp_path / "out.txt").read_text().splitlines()) == [
-        "a fifo other", "b fifo other"]
+    e, out = run(engine, tmp_path, ["a", "b"],
+                 topology(first=", priority: realtime", start_spin_s=1.5))
+    assert out == ["a fifo other", "b fifo other"]
     assert e.count("SUP-PRIORITY") == 0, e.log()
