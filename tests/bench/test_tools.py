@@ -1333,9 +1333,10 @@ def test_bench_run_lists_each_w1e_run_beside_the_stalls_before_and_during_it(tmp
     path = tmp_path / "RESULTS.md"
     br.write_results(res, str(path))
     text = path.read_text()
-    assert "| go | 1 | 70 | 200 | 2500 | 2600 | 3100 | 2 | 2450 | 1 |" in text
+    # Results from before `priority` existed were at normal priority.
+    assert "| go, normal | 1 | 70 | 200 | 2500 | 2600 | 3100 | 2 | 2450 | 1 |" in text
     # A run from before --watch existed keeps its row, with the columns empty.
-    assert "| go | 2 | 80 | 210 | 1900 | 2000 | 900 | 0 | | |" in text
+    assert "| go, normal | 2 | 80 | 210 | 1900 | 2000 | 900 | 0 | | |" in text
 
 
 def test_bench_run_batching_curve_pairs_unpaced_rate_with_paced_latency(tmp_path):
