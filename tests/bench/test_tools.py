@@ -1339,6 +1339,19 @@ def test_bench_run_lists_each_w1e_run_beside_the_stalls_before_and_during_it(tmp
     assert "| go, normal | 2 | 80 | 210 | 1900 | 2000 | 900 | 0 | | |" in text
 
 
+def test_bench_run_says_how_many_runs_each_part_is_a_median_of(tmp_path):
+    br = _bench_script("run")
+    # With --merge the parts come from invocations with different --runs:
+    # the header counts the runs each part holds.
+    res = {"machine": "m", "command": "c", "duration": 4, "runs": 5, "runner_link": "l",
+           "sustainable": [{"workload": "w1", "lang": "go", "unpaced": 1, "rate": 1,
+                            "confirm": [{}, {}, {}]}],
+           "latency": [{"lang": "go", "rate": 100000, "runs": [{}] * 5},
+                       {"lang": "py", "rate": 100000, "runs": [{}] * 4}]}
+    assert br.medians_of(res) == ("figures are medians of sustainable throughput: 3 confirmation"
+                                  " runs at the rate found; W1e latency: 4/5 runs")
+
+
 def test_bench_run_batching_curve_pairs_unpaced_rate_with_paced_latency(tmp_path):
     br = _bench_script("run")
     # A quarter of the unpaced rate, rounded down to a thousand, within
