@@ -24,8 +24,12 @@
 /* The share of one CPU a real-time program may use, measured over
  * WL_PRIO_WINDOW_S, before it goes back to the normal class. A program
  * serving events as they come sleeps most of the time (a Python Market
- * Spread runner at 100,000 events/s: about 0.4); one that is at 0.8 is
- * saturated, where latency is queueing and priority buys nothing. */
+ * Spread runner at 100,000 events/s: 0.4-0.6); one that is at 0.8 is
+ * saturated, where latency is queueing and priority buys nothing. Not
+ * shorter windows: catching up after a stall of the machine, such a
+ * runner is busy for a few hundred milliseconds, and 0.7 over 0.25 s
+ * took real-time priority away then, when it matters (bench/RESULTS.md,
+ * eighth session). */
 #define WL_PRIO_MAX_SHARE 0.8
 #define WL_PRIO_WINDOW_S 1.0
 
