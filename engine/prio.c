@@ -49,9 +49,11 @@ set_all(int pid, int policy, int priority, unsigned *moved)
 			long tid = strtol(de->d_name, &end, 10);
 
 			/* sched_getscheduler reports SCHED_RESET_ON_FORK
-			 * with the policy, as we set it. */
+			 * with the policy: compare the classes alone. */
 			if (*end != '\0' || tid <= 0 ||
-			    sched_getscheduler((pid_t)tid) == policy)
+			    (sched_getscheduler((pid_t)tid) &
+			    ~SCHED_RESET_ON_FORK) ==
+			    (policy & ~SCHED_RESET_ON_FORK))
 				continue;
 			if (sched_setscheduler((pid_t)tid, policy, &sp) == 0) {
 				n++;
@@ -122,7 +124,10 @@ wl_prio_permitted(void)
 wl_err
 wl_prio_normal(int pid, unsigned *moved)
 {
-	return set_all(pid, SCHED_OTHER, 0, moved);
+	/* Keeping SCHED_RESET_ON_FORK: without CAP_SYS_NICE (an engine
+	 * allowed by RLIMIT_RTPRIO alone) the kernel refuses to clear it,
+	 * and a normal thread loses nothing by keeping it. */
+	return set_all(pid, SCHED_OTHER | SCHED_RESET_ON_FORK, 0, moved);
 }
 
 wl_err

@@ -49,7 +49,8 @@ wl_err wl_prio_realtime(int pid, unsigned *moved);
 bool wl_prio_permitted(void);
 
 /* Moves every thread of process `pid` back to the normal class
- * (SCHED_OTHER, nice unchanged). Errors as wl_prio_realtime. */
+ * (SCHED_OTHER, nice unchanged, SCHED_RESET_ON_FORK kept: see prio.c).
+ * Errors as wl_prio_realtime. */
 wl_err wl_prio_normal(int pid, unsigned *moved);
 
 /* The CPU time process `pid` has used so far (user and system, all its
