@@ -720,7 +720,10 @@ watch_priority(wl_runner *r, ev_tstamp now)
 	case WL_PRIO_CALM:
 		/* A failure here is the process exiting: its exit is being
 		 * handled. */
-		(void)wl_prio_realtime(r->pid, &moved);
+		if (wl_prio_realtime(r->pid, &moved) == WL_OK && moved > 0)
+			wl_log("SUP-PRIORITY", "%s %s pid %d: %u thread(s) it "
+			    "started since moved to real-time priority",
+			    r->kind, r->name, (int)r->pid, moved);
 		return;
 	case WL_PRIO_BUSY:
 		break;
