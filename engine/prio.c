@@ -23,8 +23,9 @@
 
 /*
  * Sets the class of every thread of process `pid`. A thread started while
- * we walk the list may be missed: a second pass catches those the first
- * one's threads started, and the next call the rest.
+ * we walk the list may be missed; it starts normal (SCHED_RESET_ON_FORK),
+ * which is right when moving back, and the watch's next calm window moves
+ * it up (runner.c, watch_priority).
  */
 static wl_err
 set_all(int pid, int policy, int priority, unsigned *moved)
@@ -40,32 +41,23 @@ set_all(int pid, int policy, int priority, unsigned *moved)
 	snprintf(path, sizeof(path), "/proc/%d/task", pid);
 	if ((d = opendir(path)) == NULL)
 		return WL_ERR_IO;
-	for (int pass = 0; pass < 2 && rc == WL_OK; pass++) {
-		unsigned n = 0;
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		long tid = strtol(de->d_name, &end, 10);
 
-		rewinddir(d);
-		while ((de = readdir(d)) != NULL) {
-			char *end;
-			long tid = strtol(de->d_name, &end, 10);
-
-			/* sched_getscheduler reports SCHED_RESET_ON_FORK
-			 * with the policy: compare the classes alone. */
-			if (*end != '\0' || tid <= 0 ||
-			    (sched_getscheduler((pid_t)tid) &
-			    ~SCHED_RESET_ON_FORK) ==
-			    (policy & ~SCHED_RESET_ON_FORK))
-				continue;
-			if (sched_setscheduler((pid_t)tid, policy, &sp) == 0) {
-				n++;
-			} else if (errno != ESRCH) { /* ESRCH: it exited */
-				saved = errno;
-				rc = WL_ERR_IO;
-				break;
-			}
-		}
-		*moved += n;
-		if (n == 0)
+		/* sched_getscheduler reports SCHED_RESET_ON_FORK with the
+		 * policy: compare the classes alone. */
+		if (*end != '\0' || tid <= 0 ||
+		    (sched_getscheduler((pid_t)tid) & ~SCHED_RESET_ON_FORK) ==
+		    (policy & ~SCHED_RESET_ON_FORK))
+			continue;
+		if (sched_setscheduler((pid_t)tid, policy, &sp) == 0) {
+			(*moved)++;
+		} else if (errno != ESRCH) { /* ESRCH: it exited */
+			saved = errno;
+			rc = WL_ERR_IO;
 			break;
+		}
 	}
 	closedir(d);
 	errno = saved;
