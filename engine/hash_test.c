@@ -25,6 +25,27 @@ main(void)
 		TAP_OK(wl_hash_partition(k, strlen(k), 1024) ==
 		    cases[i].partition_1024, "partition of '%s' among 1024", k);
 	}
+	/* Unkeyed routing hashes the stream id as 4 little-endian bytes
+	 * (flow.c route(); protocol/README.md lists the same vectors). */
+	{
+		static const struct {
+			unsigned char le[4];
+			unsigned long long hash;
+			unsigned partition_1024;
+		} streams[] = {
+			{ { 0x01, 0, 0, 0 }, 0xad2aca7747985764ULL, 868 },
+			{ { 0x02, 0, 0, 0 }, 0x8d1ace904a398d17ULL, 279 },
+			{ { 0, 0, 0x10, 0 }, 0x4d5bd67f9dfc4685ULL, 645 },
+		};
+		for (size_t i = 0; i < sizeof(streams) / sizeof(streams[0]);
+		    i++) {
+			TAP_OK(wl_hash(streams[i].le, 4) == streams[i].hash,
+			    "FNV-1a 64 of stream id vector %zu", i);
+			TAP_OK(wl_hash_partition(streams[i].le, 4, 1024) ==
+			    streams[i].partition_1024,
+			    "partition of stream id vector %zu among 1024", i);
+		}
+	}
 	/* Symbols spread: 350 keys over 4 partitions leave none empty. */
 	{
 		unsigned counts[4] = { 0 };
