@@ -85,6 +85,9 @@ typedef struct {
 	double ck_cut_at;     /* monotonic time of the cut, for the log */
 	double ck_align_sum;  /* seconds from cut to closed, all checkpoints */
 	double ck_align_max;
+	/* The loop thread's own priority (engine_priority). */
+	bool rt;              /* under SCHED_FIFO now */
+	wl_prio_watch rt_watch;
 } engine;
 
 /* Source accessors over both kinds: built-in and connector. */
@@ -476,12 +479,68 @@ prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	advance(g);
 }
 
+/*
+ * The loop thread under SCHED_FIFO, as the topology's `priority` asks
+ * (auto: when permitted). Why the engine too: the benchmark machine's
+ * kernel keeps ready normal-class processes queued on a busy or halted
+ * vCPU while the other idles (bench/RESULTS.md, "vCPU packing"), and the
+ * engine is the one process no hedge covers: a wait of the loop holds up
+ * every event in flight. SCHED_RESET_ON_FORK: the runners it starts, and
+ * the threads nng starts later, start normal. The cost, measured: a
+ * real-time process is woken on the CPU it last ran on, so the engine and
+ * a real-time runner wake each other across vCPUs, and waking a halted
+ * vCPU costs tens of microseconds on that machine (docs/design.md,
+ * "Real-time priority").
+ */
+static void
+engine_priority(engine *g)
+{
+	if (g->t->priority == WL_PRIORITY_NORMAL ||
+	    (g->t->priority == WL_PRIORITY_AUTO && !wl_prio_permitted()))
+		return;
+	if (wl_prio_self_realtime() != WL_OK) {
+		wl_log("SUP-PRIORITY", "engine: cannot run at real-time priority: "
+		    "%s (it needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of 1 "
+		    "or more); runs at normal priority", strerror(errno));
+		return;
+	}
+	g->rt = true;
+	wl_prio_watch_start_ns(&g->rt_watch, wl_prio_self_cpu_ns(),
+	    ev_now(g->loop));
+}
+
+/* The runners' rule applied to the loop thread: busy for a whole window,
+ * it would starve the machine's normal processes on its CPU (the
+ * generator of a benchmark, the operator's shell), so it goes back to
+ * normal for good. */
+static void
+watch_own_priority(engine *g, double now)
+{
+	double share = 0.0;
+
+	if (wl_prio_watch_check_ns(&g->rt_watch, wl_prio_self_cpu_ns(), now,
+	    &share) != WL_PRIO_BUSY)
+		return;
+	g->rt = false;
+	if (wl_prio_self_normal() != WL_OK) {
+		wl_log("SUP-PRIORITY", "engine used %.0f%% of a CPU over %.1f s "
+		    "and cannot go back to normal priority: %s", share * 100.0,
+		    WL_PRIO_WINDOW_S, strerror(errno));
+		return;
+	}
+	wl_log("SUP-PRIORITY", "engine used %.0f%% of a CPU over %.1f s: back "
+	    "to normal priority for good, so that it cannot starve the "
+	    "machine", share * 100.0, WL_PRIO_WINDOW_S);
+}
+
 static void
 cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	engine *g = w->data;
 
 	(void)revents;
+	if (g->rt)
+		watch_own_priority(g, ev_now(loop));
 	wl_flow_tick(g->flow, wl_clock_now());
 	ckpt_step(g, true);
 	for (size_t i = 0; i < g->t->nsources; i++)
@@ -671,6 +730,15 @@ say_priority(const wl_topology *t)
 			    "%s'%s'", n ? ", " : "", t->programs[i].name);
 		n++;
 	}
+	if (t->priority == WL_PRIORITY_AUTO && wl_prio_permitted())
+		wl_log("SUP-PRIORITY", "engine: real-time priority while not "
+		    "busy (priority: auto at the top level, and this engine may "
+		    "take it; priority: normal turns it off)");
+	else if (t->priority == WL_PRIORITY_AUTO)
+		wl_log("SUP-PRIORITY", "engine: normal priority (priority: auto "
+		    "at the top level, and this engine may not take real-time "
+		    "priority: that needs root, CAP_SYS_NICE or an "
+		    "RLIMIT_RTPRIO of 1 or more)");
 	if (n == 0)
 		return;
 	if (wl_prio_permitted())
@@ -804,6 +872,7 @@ wl_engine_run(const wl_topology *t, const wl_engine_opts *o)
 	    "%u partitions", t->application, t->file, t->nprograms,
 	    t->partitions);
 	say_priority(t);
+	engine_priority(&g);
 	wl_flow_start(g.flow);
 	ev_run(g.loop, 0);
 

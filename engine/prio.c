@@ -12,11 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The lowest real-time priority: above every normal process, below the
  * kernel's own real-time threads and anything an operator raised. */
+#ifndef RT_PRIORITY
 #define RT_PRIORITY 1
+#endif
 
 /* CAP_SYS_NICE's bit in the capability sets of /proc/<pid>/status. */
 #define CAP_SYS_NICE_BIT 23
@@ -152,6 +155,35 @@ wl_prio_cpu_ns(int pid, uint64_t *ns)
 	return WL_OK;
 }
 
+wl_err
+wl_prio_self_realtime(void)
+{
+	struct sched_param sp = { .sched_priority = RT_PRIORITY };
+
+	/* 0: the calling thread alone, not the threads nng started. */
+	return sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK,
+	    &sp) == 0 ? WL_OK : WL_ERR_IO;
+}
+
+wl_err
+wl_prio_self_normal(void)
+{
+	struct sched_param sp = { .sched_priority = 0 };
+
+	return sched_setscheduler(0, SCHED_OTHER | SCHED_RESET_ON_FORK,
+	    &sp) == 0 ? WL_OK : WL_ERR_IO;
+}
+
+uint64_t
+wl_prio_self_cpu_ns(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 void
 wl_prio_watch_start(wl_prio_watch *w, int pid, double now)
 {
@@ -159,11 +191,18 @@ wl_prio_watch_start(wl_prio_watch *w, int pid, double now)
 	w->armed = wl_prio_cpu_ns(pid, &w->cpu_ns) == WL_OK;
 }
 
+void
+wl_prio_watch_start_ns(wl_prio_watch *w, uint64_t cpu_ns, double now)
+{
+	w->since = now;
+	w->cpu_ns = cpu_ns;
+	w->armed = true;
+}
+
 wl_prio_verdict
 wl_prio_watch_check(wl_prio_watch *w, int pid, double now, double *share)
 {
 	uint64_t cpu;
-	double s;
 
 	if (!w->armed) {
 		wl_prio_watch_start(w, pid, now);
@@ -175,6 +214,17 @@ wl_prio_watch_check(wl_prio_watch *w, int pid, double now, double *share)
 		w->armed = false;
 		return WL_PRIO_WAIT;
 	}
+	return wl_prio_watch_check_ns(w, cpu, now, share);
+}
+
+wl_prio_verdict
+wl_prio_watch_check_ns(wl_prio_watch *w, uint64_t cpu, double now,
+    double *share)
+{
+	double s;
+
+	if (now - w->since < WL_PRIO_WINDOW_S)
+		return WL_PRIO_WAIT;
 	s = cpu > w->cpu_ns ? (double)(cpu - w->cpu_ns) / 1e9 /
 	    (now - w->since) : 0.0;
 	w->since = now;

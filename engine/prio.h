@@ -1,17 +1,19 @@
 /*
- * prio.h -- the scheduling class of the programs the engine starts.
+ * prio.h -- the scheduling class of the programs the engine starts, and of
+ * the engine's own event loop.
  *
  * A program with `priority: realtime`, or `auto` (the default) when the
  * engine is allowed to, runs under SCHED_FIFO at the lowest real-time
- * priority. Why: on a kernel built without preemption of kernel
+ * priority; so does the engine's loop thread (the topology's top-level
+ * `priority`). Why: on a kernel built without preemption of kernel
  * code (PREEMPT_NONE, as on the benchmark machine), a kernel thread such
  * as kdamond holds a CPU for 1-2 ms at a time, and a woken process of the
  * normal class waits behind it even with the other CPU idle; only a
  * real-time wake-up makes the kernel thread yield at once (docs/design.md,
  * "Real-time priority"). A real-time process that keeps a CPU busy would
- * starve everything else of the normal class, the engine included, so the
- * engine watches each one's CPU time and puts a busy one back to normal
- * (wl_prio_watch).
+ * starve everything else of the normal class on its CPU, so the engine
+ * watches each one's CPU time, and its loop's own, and puts a busy one back
+ * to normal (wl_prio_watch).
  */
 #ifndef WL_PRIO_H
 #define WL_PRIO_H
@@ -53,6 +55,16 @@ bool wl_prio_permitted(void);
  * Errors as wl_prio_realtime. */
 wl_err wl_prio_normal(int pid, unsigned *moved);
 
+/* The calling thread alone to SCHED_FIFO 1 (with SCHED_RESET_ON_FORK: the
+ * processes and threads it starts later start normal), or back to the
+ * normal class (the flag kept, as wl_prio_normal). WL_ERR_IO with errno
+ * set when the kernel refuses. */
+wl_err wl_prio_self_realtime(void);
+wl_err wl_prio_self_normal(void);
+
+/* The CPU time the calling thread has used so far, in nanoseconds. */
+uint64_t wl_prio_self_cpu_ns(void);
+
 /* The CPU time process `pid` has used so far (user and system, all its
  * threads), in nanoseconds, from /proc/<pid>/stat. */
 wl_err wl_prio_cpu_ns(int pid, uint64_t *ns);
@@ -68,6 +80,10 @@ typedef struct {
 /* Starts watching process `pid` at loop time `now`. */
 void wl_prio_watch_start(wl_prio_watch *w, int pid, double now);
 
+/* Starts a watch on a CPU time the caller reads itself (the engine's
+ * thread: wl_prio_self_cpu_ns). */
+void wl_prio_watch_start_ns(wl_prio_watch *w, uint64_t cpu_ns, double now);
+
 /* What wl_prio_watch_check found. */
 typedef enum {
 	WL_PRIO_WAIT = 0, /* the window has not ended, or the process's CPU
@@ -81,5 +97,10 @@ typedef enum {
  * window, the share of a CPU the process used in it goes in *share. */
 wl_prio_verdict wl_prio_watch_check(wl_prio_watch *w, int pid, double now,
     double *share);
+
+/* The same, for a watch started with wl_prio_watch_start_ns: `cpu_ns` is
+ * the CPU time now. */
+wl_prio_verdict wl_prio_watch_check_ns(wl_prio_watch *w, uint64_t cpu_ns,
+    double now, double *share);
 
 #endif

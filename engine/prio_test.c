@@ -1,5 +1,7 @@
-/* prio_test.c -- reading a process's CPU time, and the watch over it. */
+/* prio_test.c -- reading a process's CPU time, and the watch over it; the
+ * class of a process's threads and of the calling thread alone. */
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -23,6 +25,42 @@ spin(double s)
 		clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
 	} while ((double)(t.tv_sec - t0.tv_sec) +
 	    (double)(t.tv_nsec - t0.tv_nsec) / 1e9 < s);
+}
+
+/* A thread started after its creator moved: reports its own class. */
+static void *
+thread_class(void *arg)
+{
+	*(int *)arg = sched_getscheduler(0);
+	return NULL;
+}
+
+/* The engine's loop thread (wl_prio_self_*): only the calling thread
+ * moves, and what it starts starts normal. Run in a forked child, so that
+ * the process's other checks find it as it was. */
+static int
+self_checks(void)
+{
+	pthread_t th;
+	int klass = -1;
+	uint64_t a, b;
+
+	if (wl_prio_self_realtime() != WL_OK)
+		return errno == EPERM && !wl_prio_permitted() ? 0 : 20;
+	if (sched_getscheduler(0) != (SCHED_FIFO | SCHED_RESET_ON_FORK))
+		return 21;
+	if (pthread_create(&th, NULL, thread_class, &klass) != 0 ||
+	    pthread_join(th, NULL) != 0 || klass != SCHED_OTHER)
+		return 22;
+	a = wl_prio_self_cpu_ns();
+	spin(0.05);
+	b = wl_prio_self_cpu_ns();
+	if (!(b >= a + 40000000ull && b < a + 1000000000ull))
+		return 23;
+	if (wl_prio_self_normal() != WL_OK ||
+	    (sched_getscheduler(0) & ~SCHED_RESET_ON_FORK) != SCHED_OTHER)
+		return 24;
+	return 0;
 }
 
 int
@@ -64,6 +102,30 @@ main(void)
 	TAP_OK(wl_prio_watch_check(&w, 0x7ffffff0, 113.0, &share) ==
 	    WL_PRIO_WAIT && !w.armed, "a process that is gone: no verdict, "
 	    "and the watch disarms");
+
+	/* The same watch over a CPU time the caller reads (the engine's). */
+	wl_prio_watch_start_ns(&w, 5000000000ull, 200.0);
+	TAP_OK(wl_prio_watch_check_ns(&w, 5500000000ull, 200.9, &share) ==
+	    WL_PRIO_WAIT, "by CPU time: no verdict before the window ends");
+	TAP_OK(wl_prio_watch_check_ns(&w, 5500000000ull, 201.0, &share) ==
+	    WL_PRIO_CALM && share > 0.49 && share < 0.51, "0.5 s of CPU in "
+	    "1 s is calm (share %.2f)", share);
+	TAP_OK(wl_prio_watch_check_ns(&w, 6350000000ull, 202.0, &share) ==
+	    WL_PRIO_BUSY && share > 0.84 && share < 0.86, "then 0.85 s in the "
+	    "next second is busy (share %.2f)", share);
+	{
+		pid_t child;
+		int status = -1;
+
+		if ((child = fork()) == 0)
+			_exit(self_checks());
+		waitpid(child, &status, 0);
+		TAP_OK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		    "the calling thread moves up (or is refused with "
+		    "EPERM where not permitted), what it starts starts normal, "
+		    "its CPU time grows, and it moves back (status %d)",
+		    status);
+	}
 
 	/* The class itself: real-time when the kernel lets this process,
 	 * back to normal for all its threads. */

@@ -499,6 +499,21 @@ get_enum(ctx *c, const wl_yamlnode *n, const char *label,
 	return (false);
 }
 
+/* auto, normal or realtime (wl_priority), for a program or the engine. */
+static void
+get_priority(ctx *c, const wl_yamlnode *v, const char *label,
+    wl_priority *out)
+{
+	static const char *const prio_names[] = { "auto", "normal",
+		"realtime", NULL };
+	static const int prio_values[] = { WL_PRIORITY_AUTO,
+		WL_PRIORITY_NORMAL, WL_PRIORITY_REALTIME };
+	int e;
+
+	if (get_enum(c, v, label, prio_names, prio_values, &e))
+		*out = (wl_priority) e;
+}
+
 /* Joins a relative path to the topology file's directory. */
 static char *
 join_path(ctx *c, const char *dir, const char *p)
@@ -670,16 +685,8 @@ parse_program(ctx *c, const wl_yamlnode *key, const wl_yamlnode *val,
 	}
 
 	if ((v = wl_yamltree_find(val, "priority", NULL)) != NULL) {
-		static const char *const prio_names[] = { "auto", "normal",
-			"realtime", NULL };
-		static const int prio_values[] = { WL_PRIORITY_AUTO,
-			WL_PRIORITY_NORMAL, WL_PRIORITY_REALTIME };
-		int e;
-
 		snprintf(label, sizeof(label), "%s priority", owner);
-		if (get_enum(c, v, label, prio_names, prio_values, &e)) {
-			p->priority = (wl_priority) e;
-		}
+		get_priority(c, v, label, &p->priority);
 	}
 
 	if ((v = wl_yamltree_find(val, "env", NULL)) != NULL) {
@@ -1130,7 +1137,8 @@ static void
 parse_root(ctx *c, const wl_yamlnode *root)
 {
 	static const char *const keys[] = { "application", "partitions",
-		"limits", "programs", "sources", "steps", "sinks", NULL };
+		"priority", "limits", "programs", "sources", "steps", "sinks",
+		NULL };
 	wl_topology       *t = c->t;
 	const wl_yamlnode *v;
 	const wl_yamlnode *sec;
@@ -1151,6 +1159,9 @@ parse_root(ctx *c, const wl_yamlnode *root)
 	    get_uint(c, v, "partitions", 1, 65536, &u)) {
 		t->partitions = (uint32_t) u;
 	}
+
+	if ((v = wl_yamltree_find(root, "priority", NULL)) != NULL)
+		get_priority(c, v, "priority", &t->priority);
 
 	/* Limits first: source defaults derive from them. */
 	parse_limits(c, wl_yamltree_find(root, "limits", NULL));

@@ -117,6 +117,7 @@ typedef struct {
 	char *dir;        /* directory of the file, for relative paths */
 	char *application;
 	uint32_t partitions; /* default 1024 */
+	wl_priority priority; /* the engine's own event loop (engine.c) */
 	wl_limits limits;
 	wl_program *programs;
 	size_t nprograms;

@@ -137,6 +137,13 @@ put_io(const wl_topology *t, FILE *f, const wl_io *io, bool source, int idx)
 	}
 }
 
+static const char *
+prio_name(wl_priority p)
+{
+	return p == WL_PRIORITY_REALTIME ? "realtime" :
+	    p == WL_PRIORITY_NORMAL ? "normal" : "auto";
+}
+
 void
 wl_topology_print(const wl_topology *t, FILE *f)
 {
@@ -150,7 +157,8 @@ wl_topology_print(const wl_topology *t, FILE *f)
 	put_str(f, t->file);
 	fputs("\ndir: ", f);
 	put_str(f, t->dir);
-	fprintf(f, "\npartitions: %u\n", t->partitions);
+	fprintf(f, "\npartitions: %u\npriority: %s\n", t->partitions,
+	    prio_name(t->priority));
 
 	fputs("limits:\n", f);
 	for (size_t i = 0; (ls = wl_limit_at(i)) != NULL; i++) {
@@ -169,9 +177,7 @@ wl_topology_print(const wl_topology *t, FILE *f)
 			put_str(f, p->argv[j]);
 		}
 		fprintf(f, "]\n    instances: %u\n    priority: %s\n    env: [",
-		    p->instances, p->priority == WL_PRIORITY_REALTIME ?
-		    "realtime" : p->priority == WL_PRIORITY_NORMAL ? "normal" :
-		    "auto");
+		    p->instances, prio_name(p->priority));
 		for (size_t j = 0; j < p->envc; j++) {
 			fputs(j ? ", " : "", f);
 			put_str(f, p->env[j]);

@@ -4,10 +4,14 @@ SCHED_FIFO when the kernel lets the engine, and says so when it does not;
 them normally, said once, when it is not; `normal` never. A real-time
 runner that keeps a CPU busy goes back to the normal class, and what it
 starts starts normal (engine/prio.h). Each runner reports the class it ran
-in for every event."""
+in for every event. The top-level `priority` does the same for the
+engine's own loop thread, which the runners report too (their parent)."""
 import os
+import re
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -70,6 +74,10 @@ def tag(data):
     # "thread": the class of a thread it starts now, once the engine moved it.
     if data == b"thread":
         return data + b" " + later_thread_class().encode()
+    # "engine": the class of the engine's loop thread (this process's parent).
+    if data == b"engine":
+        cls = os.sched_getscheduler(os.getppid()) & ~os.SCHED_RESET_ON_FORK
+        return data + b" " + NAMES.get(cls, "?").encode()
     return data + b" " + klass().encode()
 
 
@@ -121,6 +129,10 @@ def run(engine, tmp_path, lines, topo, wrap=()):
     return e, sorted((tmp_path / "out.txt").read_text().splitlines())
 
 
+# The log lines about programs, leaving out the engine's own.
+PROGRAM_LINES = r"SUP-PRIORITY (program|runner)"
+
+
 def realtime_runners(tmp_path):
     """write_runners, for a test that needs real-time priority granted."""
     if not realtime_permitted():
@@ -133,7 +145,7 @@ def test_a_realtime_program_runs_at_realtime_priority_and_others_do_not(engine, 
     e, out = run(engine, tmp_path, ["a", "b", "c"], topology(first=", priority: realtime"))
     if realtime_permitted():
         assert out == ["a fifo other", "b fifo other", "c fifo other"]
-        assert e.count("SUP-PRIORITY") == 0, e.log()
+        assert e.count(PROGRAM_LINES) == 0, e.log()
     else:  # the kernel refuses: the program runs all the same, and the log says why
         assert out == ["a other other", "b other other", "c other other"]
         e.wait_for(r"SUP-PRIORITY runner rt/0: cannot run at real-time priority: "
@@ -160,7 +172,7 @@ def test_by_default_a_program_runs_at_realtime_priority_when_the_engine_may_give
     assert e.count(r"SUP-PRIORITY program\(s\) 'rt': real-time priority once ready, "
                    r"while not busy \(priority: auto, and this engine may give it; "
                    r"priority: normal turns it off\)") == 1, e.log()
-    assert e.count("SUP-PRIORITY") == 1, e.log()
+    assert e.count(PROGRAM_LINES) == 1, e.log()
 
 
 def test_what_a_realtime_program_starts_starts_normal_and_its_threads_are_moved(
@@ -178,7 +190,7 @@ def test_what_a_realtime_program_starts_starts_normal_and_its_threads_are_moved(
     assert e.wait() == 0, e.log()
     assert sorted((tmp_path / "out.txt").read_text().splitlines()) == [
         "after fifo other", "child other other", "thread fifo other"]
-    assert e.count("SUP-PRIORITY") == 1, e.log()
+    assert e.count(PROGRAM_LINES) == 1, e.log()
 
 
 # Where the engine may not give real-time priority: under `auto` (both
@@ -206,7 +218,7 @@ def test_where_realtime_priority_is_not_permitted_programs_run_normally_said_onc
     assert out == ["a other other", "b other other", "crash other other"]
     e.wait_for(r"SUP-SPAWN runner rt/0 pid \d+: .* \(incarnation 2\)")
     assert e.count(said) == 1, e.log()
-    assert e.count("SUP-PRIORITY") == 1, e.log()
+    assert e.count(PROGRAM_LINES) == 1, e.log()
 
 
 def test_a_realtime_runner_that_keeps_a_cpu_busy_goes_back_to_normal(engine, tmp_path):
@@ -232,4 +244,81 @@ def test_a_realtime_program_is_moved_once_ready_so_its_start_up_is_not_busy(engi
     e, out = run(engine, tmp_path, ["a", "b"],
                  topology(first=", priority: realtime", start_spin_s=1.5))
     assert out == ["a fifo other", "b fifo other"]
-    assert e.count("SUP-PRIORITY") == 0, e.log()
+    assert e.count(PROGRAM_LINES) == 0, e.log()
+
+
+ENGINE_AUTO = (r"SUP-PRIORITY engine: real-time priority while not busy \(priority: auto at "
+               r"the top level, and this engine may take it; priority: normal turns it off\)")
+
+
+def test_by_default_the_engine_runs_at_realtime_priority_when_it_may(engine, tmp_path):
+    realtime_runners(tmp_path)
+    e, out = run(engine, tmp_path, ["engine"], topology())
+    assert out == ["engine fifo other"]
+    assert e.count(ENGINE_AUTO) == 1, e.log()
+    assert e.count("SUP-PRIORITY engine") == 1, e.log()
+
+
+def test_priority_normal_at_the_top_level_keeps_the_engine_normal(engine, tmp_path):
+    write_runners(tmp_path)
+    e, out = run(engine, tmp_path, ["engine"], "priority: normal\n" + topology())
+    assert out == ["engine other other"]
+    assert e.count("SUP-PRIORITY engine") == 0, e.log()
+
+
+# Where the engine may not take real-time priority itself: `auto` says so
+# once at start; `realtime` is refused by the kernel, said once.
+ENGINE_REFUSALS = {
+    "auto": r"SUP-PRIORITY engine: normal priority \(priority: auto at the top level, and "
+            r"this engine may not take real-time priority: that needs root, CAP_SYS_NICE "
+            r"or an RLIMIT_RTPRIO of 1 or more\)",
+    "realtime": r"SUP-PRIORITY engine: cannot run at real-time priority: Operation not "
+                r"permitted \(it needs root, CAP_SYS_NICE or an RLIMIT_RTPRIO of 1 or "
+                r"more\); runs at normal priority",
+}
+
+
+@pytest.mark.parametrize("case", sorted(ENGINE_REFUSALS))
+def test_where_the_engine_may_not_take_realtime_priority_it_runs_normally_said_once(
+        engine, tmp_path, case):
+    write_runners(tmp_path)
+    e, out = run(engine, tmp_path, ["engine", "crash"],
+                 "priority: %s\n" % case + topology(), wrap=refusing_wrap())
+    assert out == ["crash other other", "engine other other"]
+    assert e.count(ENGINE_REFUSALS[case]) == 1, e.log()
+    assert e.count("SUP-PRIORITY engine") == 1, e.log()
+
+
+def test_a_realtime_engine_that_keeps_a_cpu_busy_goes_back_to_normal(engine, tmp_path):
+    if not realtime_permitted():
+        pytest.skip("real-time priority is not permitted to this user")
+    # A source fed as fast as this test can write, straight to a sink:
+    # the engine's loop is busy for as long as the feeding lasts.
+    e = engine("application: busy\npriority: realtime\n"
+               "sources:\n  in: {type: tcp, listen: '127.0.0.1:0', framing: line}\n"
+               "sinks:\n  out: {type: file, path: /dev/null, framing: line, inputs: [in]}\n")
+    port = int(re.search(r":(\d+)$", e.wait_for(
+        r"SRC-LISTEN source 'in' listening on 127.0.0.1:\d+")).group(1))
+    e.wait_for(r" READY ")
+    assert os.sched_getscheduler(e.proc.pid) == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+    stop = threading.Event()
+
+    def feed():
+        chunk = b"event\n" * 100000
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            while not stop.is_set():
+                s.sendall(chunk)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        line = e.wait_for(r"SUP-PRIORITY engine used (\d+)% of a CPU over 1\.0 s: back to "
+                          r"normal priority for good, so that it cannot starve the machine",
+                          timeout=60)
+        assert (os.sched_getscheduler(e.proc.pid) & ~os.SCHED_RESET_ON_FORK) == os.SCHED_OTHER
+    finally:
+        stop.set()
+        feeder.join(10)
+    e.terminate()
+    assert e.wait() == 0, e.log()
+    assert int(line.split(" used ")[1].split("%")[0]) > 80
