@@ -17,9 +17,7 @@
 
 /* The lowest real-time priority: above every normal process, below the
  * kernel's own real-time threads and anything an operator raised. */
-#ifndef RT_PRIORITY
 #define RT_PRIORITY 1
-#endif
 
 /* CAP_SYS_NICE's bit in the capability sets of /proc/<pid>/status. */
 #define CAP_SYS_NICE_BIT 23
