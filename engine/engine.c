@@ -483,7 +483,7 @@ prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
  * The loop thread under SCHED_FIFO, as the topology's `priority` asks
  * (auto: when permitted). Why the engine too: the benchmark machine's
  * kernel keeps ready normal-class processes queued on a busy or halted
- * vCPU while the other idles (bench/RESULTS.md, "vCPU packing"), and the
+ * vCPU while the other idles (bench/RESULTS.md, "second session"), and the
  * engine is the one process no hedge covers: a wait of the loop holds up
  * every event in flight. SCHED_RESET_ON_FORK: the runners it starts, and
  * the threads nng starts later, start normal. The cost, measured: a
@@ -506,7 +506,7 @@ engine_priority(engine *g)
 	}
 	g->rt = true;
 	wl_prio_watch_start_ns(&g->rt_watch, wl_prio_self_cpu_ns(),
-	    ev_now(g->loop));
+	    wl_clock_now());
 }
 
 /* The runners' rule applied to the loop thread: busy for a whole window,
@@ -540,7 +540,7 @@ cron_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)revents;
 	if (g->rt)
-		watch_own_priority(g, ev_now(loop));
+		watch_own_priority(g, wl_clock_now());
 	wl_flow_tick(g->flow, wl_clock_now());
 	ckpt_step(g, true);
 	for (size_t i = 0; i < g->t->nsources; i++)
