@@ -495,8 +495,7 @@ prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 static void
 engine_priority(engine *g)
 {
-	if (g->t->priority == WL_PRIORITY_NORMAL ||
-	    (g->t->priority == WL_PRIORITY_AUTO && !wl_prio_permitted()))
+	if (!wl_prio_wanted(g->t->priority))
 		return;
 	if (wl_prio_self_realtime() != WL_OK) {
 		wl_log("SUP-PRIORITY", "engine: cannot run at real-time priority: "

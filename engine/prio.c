@@ -114,6 +114,13 @@ wl_prio_permitted(void)
 	return known == 1;
 }
 
+bool
+wl_prio_wanted(wl_priority p)
+{
+	return p == WL_PRIORITY_REALTIME ||
+	    (p == WL_PRIORITY_AUTO && wl_prio_permitted());
+}
+
 wl_err
 wl_prio_normal(int pid, unsigned *moved)
 {
@@ -185,8 +192,12 @@ wl_prio_self_cpu_ns(void)
 void
 wl_prio_watch_start(wl_prio_watch *w, int pid, double now)
 {
-	w->since = now;
-	w->armed = wl_prio_cpu_ns(pid, &w->cpu_ns) == WL_OK;
+	uint64_t cpu;
+
+	if (wl_prio_cpu_ns(pid, &cpu) == WL_OK)
+		wl_prio_watch_start_ns(w, cpu, now);
+	else
+		w->armed = false;
 }
 
 void

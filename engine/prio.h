@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "topology.h"
 
 /* The share of one CPU a real-time program may use, measured over
  * WL_PRIO_WINDOW_S, before it goes back to the normal class. A program
@@ -49,6 +50,11 @@ wl_err wl_prio_realtime(int pid, unsigned *moved);
  * it has CAP_SYS_NICE, or an RLIMIT_RTPRIO of 1 or more (which its
  * children inherit). Asked once, then remembered. */
 bool wl_prio_permitted(void);
+
+/* Whether a program or the engine set to `p` should try real-time
+ * priority: `realtime` always (a refusal is the caller's to log), `auto`
+ * when wl_prio_permitted, `normal` never. */
+bool wl_prio_wanted(wl_priority p);
 
 /* Moves every thread of process `pid` back to the normal class
  * (SCHED_OTHER, nice unchanged, SCHED_RESET_ON_FORK kept: see prio.c).

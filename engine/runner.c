@@ -678,14 +678,10 @@ static void
 set_priority(wl_runner *r)
 {
 	unsigned moved = 0;
-	wl_priority p;
 
 	r->realtime = false;
-	if (r->cfg.program == NULL || r->pid <= 0)
-		return;
-	p = r->cfg.program->priority;
-	if (p == WL_PRIORITY_NORMAL ||
-	    (p == WL_PRIORITY_AUTO && !wl_prio_permitted()))
+	if (r->cfg.program == NULL || r->pid <= 0 ||
+	    !wl_prio_wanted(r->cfg.program->priority))
 		return;
 	if (wl_prio_realtime(r->pid, &moved) != WL_OK) {
 		if (!r->rt_refused)
